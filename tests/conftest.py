@@ -1,0 +1,27 @@
+"""Shared fixtures: real-data location, tiny synthetic datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    env = os.environ.get("LABELWISE_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """Folder of the real public datasets; skips (or fails when CI=true) if absent."""
+    root = _data_root()
+    if not root.is_dir():
+        msg = f"real data not found at {root} (set LABELWISE_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root
