@@ -7,6 +7,10 @@ import sys
 import typer
 
 from labelwise.cli import data as data_cmd
+from labelwise.cli import methods as methods_cmd
+from labelwise.cli import predict as predict_cmd
+from labelwise.cli import train as train_cmd
+from labelwise.cli import view as view_cmd
 from labelwise.cli.common import setup_logging
 
 __all__ = ["app", "run"]
@@ -19,6 +23,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.command("train")(train_cmd.train)
+app.command("predict")(predict_cmd.predict)
+app.command("methods")(methods_cmd.methods)
+app.command("view")(view_cmd.view)
 
 
 @app.callback()

@@ -1,0 +1,39 @@
+"""``labelwise train METHOD --data DATASET --out RUN_DIR``: train a registered method (resumes a killed run).
+
+Multi-process: ``torchrun --nproc-per-node N -m labelwise.cli.main train ...`` (gloo on CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["train"]
+
+
+def train(
+    method: str = typer.Argument(..., help="Method name (see `labelwise methods`)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (with dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create, or to resume if it holds this run."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config (partial, or a run's config.yaml)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override: key=value (dotted keys, YAML values)."),
+    preset: str | None = typer.Option(None, "--preset", help="Named preset of the method, e.g. full."),
+) -> None:
+    """Train METHOD on the train split of DATASET, selecting on the val split; writes RUN_DIR."""
+    import torch
+
+    from labelwise.data import Dataset
+    from labelwise.engine.distributed import cleanup_distributed
+    from labelwise.methods import get_method, load_method_config
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    m = get_method(method)
+    ds = Dataset(data)
+    cfg = load_method_config(m, config, set_ or (), preset)
+    try:
+        m.fit(ds, cfg, out)
+    finally:
+        cleanup_distributed()
+    typer.echo(f"trained {method} -> {out}")

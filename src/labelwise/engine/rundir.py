@@ -1,0 +1,154 @@
+"""The run directory: what ``labelwise train`` writes and ``labelwise predict`` reads.
+
+Layout::
+
+    RUN_DIR/
+      config.yaml            # {"method": name, "config": {...}}: everything needed to rebuild the model
+      plan.json              # data-derived settings (labelwise.engine.planner)
+      weights.safetensors    # selected weights (best on validation, or last if there is no val split)
+      meta.json              # {"format", "labelwise_version", "method", "dataset", "data_fingerprint",
+                             #  "status": "running" | "finished", "best_epoch", "val_metrics", ...}
+      checkpoint.safetensors # resume state (weights, optimisers, RNG, counters)
+      logs/                  # train.csv, val.csv, TensorBoard events, samples.rank<r>.jsonl
+
+Multi-stage methods keep one such folder per stage under the run dir (``stage1/``, ``stage2/``) next to the
+top-level config/plan/meta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labelwise.data import Dataset
+from labelwise.errors import ConfigError, DataError
+from labelwise.io.atomic import write_json_atomic, write_text_atomic
+
+__all__ = ["CONFIG_NAME", "META_NAME", "WEIGHTS_NAME", "RunDir", "data_fingerprint"]
+
+CONFIG_NAME = "config.yaml"
+META_NAME = "meta.json"
+WEIGHTS_NAME = "weights.safetensors"
+# Config keys that may change between a run and its resume without changing the result.
+_RESUME_SAFE = {"progress", "num_workers"}
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 over the manifest's content and the size of every referenced file (first 16 hex digits)."""
+    h = hashlib.sha256()
+    m = dataset.manifest
+    h.update(json.dumps(m.to_json(), sort_keys=True).encode())
+    for rec in m.cases:
+        for rel in (rec.image, *rec.labels.values()):
+            p = dataset.root / rel
+            h.update(f"{rel}:{p.stat().st_size if p.exists() else -1}".encode())
+    return h.hexdigest()[:16]
+
+
+def _strip(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _strip(v) for k, v in d.items() if k not in _RESUME_SAFE}
+    return d
+
+
+class RunDir:
+    """Helper around a run folder.
+
+    Args:
+        path: The run directory.
+
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        """``config.yaml``."""
+        return self.path / CONFIG_NAME
+
+    @property
+    def weights_path(self) -> Path:
+        """``weights.safetensors``."""
+        return self.path / WEIGHTS_NAME
+
+    @property
+    def meta_path(self) -> Path:
+        """``meta.json``."""
+        return self.path / META_NAME
+
+    def read_config(self) -> tuple[str, dict[str, Any]]:
+        """Return ``(method name, config mapping)`` from ``config.yaml``."""
+        p = self.config_path
+        if not p.is_file():
+            raise DataError("no config.yaml: not a labelwise run directory", self.path)
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8"))
+            return str(d["method"]), dict(d["config"])
+        except (yaml.YAMLError, KeyError, TypeError) as exc:
+            raise DataError(f"malformed run config ({exc})", p) from None
+
+    def read_meta(self) -> dict[str, Any]:
+        """``meta.json`` contents ({} if absent)."""
+        if not self.meta_path.is_file():
+            return {}
+        try:
+            return dict(json.loads(self.meta_path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"malformed meta.json ({exc})", self.meta_path) from None
+
+    def write_meta(self, **fields: Any) -> None:
+        """Merge ``fields`` into ``meta.json`` (atomic)."""
+        meta = self.read_meta()
+        meta.update(fields)
+        write_json_atomic(self.meta_path, meta)
+
+    def prepare(self, method: str, config: dict[str, Any], dataset: Dataset) -> bool:
+        """Create the run dir or check that it holds the same run (for resume).
+
+        Returns:
+            True if the folder already held this run (resume), False if it was created.
+
+        Raises:
+            ConfigError: the folder holds another method/config, or was trained on other data; nothing is
+                written in that case.
+
+        """
+        fp = data_fingerprint(dataset)
+        if self.config_path.exists():
+            old_method, old_cfg = self.read_config()
+            if old_method != method or _strip(old_cfg) != _strip(config):
+                diff = sorted(
+                    k for k in set(old_cfg) | set(config) if _strip(old_cfg.get(k)) != _strip(config.get(k))
+                )
+                raise ConfigError(
+                    f"{self.path} holds a {old_method!r} run with a different config (differs in {diff or ['method']}); "
+                    "use a new --out folder"
+                )
+            old_fp = self.read_meta().get("data_fingerprint")
+            if old_fp is not None and old_fp != fp:
+                raise ConfigError(f"{self.path} was trained on different data (fingerprint {old_fp} != {fp}); use a new --out")
+            return True
+        if self.path.exists() and any(self.path.iterdir()):
+            raise ConfigError(f"{self.path} exists and is not a labelwise run directory; use a new --out folder")
+        from labelwise import __version__
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.config_path, yaml.safe_dump({"method": method, "config": config}, sort_keys=False))
+        write_json_atomic(
+            self.meta_path,
+            {
+                "format": "labelwise-run",
+                "labelwise_version": __version__,
+                "method": method,
+                "dataset": dataset.name,
+                "dataset_path": str(dataset.root),
+                "data_fingerprint": fp,
+                "status": "running",
+            },
+        )
+        return False

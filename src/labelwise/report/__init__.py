@@ -1,0 +1,7 @@
+"""Figures and self-contained HTML reports."""
+
+from __future__ import annotations
+
+from labelwise.report.html import MethodResult, build_report, case_panels
+
+__all__ = ["MethodResult", "build_report", "case_panels"]

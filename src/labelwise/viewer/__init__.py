@@ -1,0 +1,8 @@
+"""Local web viewer: case list and QA review queue, overlays, review decisions, slice correction + propagation."""
+
+from __future__ import annotations
+
+from labelwise.viewer.app import MAX_BODY_BYTES, ViewerState, create_app
+from labelwise.viewer.store import ReviewStore
+
+__all__ = ["MAX_BODY_BYTES", "ReviewStore", "ViewerState", "create_app"]

@@ -1,0 +1,44 @@
+"""Package-level promises: cheap import, no warnings, no optional dependency pulled, one registry type."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from labelwise.errors import ConfigError
+from labelwise.registry import Registry
+
+HEAVY = ("torch", "monai", "scipy", "nibabel", "SimpleITK", "numba", "matplotlib", "starlette")
+
+
+def test_import_is_light_and_silent() -> None:
+    code = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import labelwise, labelwise.cli.main\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import pulled heavy modules: {out.stdout}"
+    assert out.stderr == ""
+
+
+def test_cli_help_answers() -> None:
+    out = subprocess.run([sys.executable, "-m", "labelwise.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "data" in out.stdout
+
+
+def test_registry_rejects_duplicates_and_lists_names() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.register("b")(2)
+    reg.register("a")(1)
+    assert reg.available() == ["a", "b"]
+    assert reg.get("a") == 1
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(3)
+    with pytest.raises(ConfigError, match="unknown thing 'zzz'; available: a, b"):
+        reg.get("zzz")
