@@ -21,13 +21,14 @@ def test_import_is_light_and_silent() -> None:
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == "", f"import pulled heavy modules: {out.stdout}"
     assert out.stderr == ""
 
 
 def test_cli_help_answers() -> None:
-    out = subprocess.run([sys.executable, "-m", "labelwise.cli", "--help"], capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "labelwise.cli", "--help"]
+    out = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
     assert out.returncode == 0
     assert "data" in out.stdout
 

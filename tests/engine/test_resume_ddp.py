@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tinydata import disc_dataset
 
 from labelwise.engine import read_csv_log
 from labelwise.engine.checkpoint import read_safetensors
-
-from .helpers import disc_dataset
 
 CHILD = Path(__file__).with_name("train_child.py")
 

@@ -22,11 +22,11 @@ class KillAt:
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def log(self, phase, metrics, step, epoch):  # noqa: ANN001
+    def log(self, phase, metrics, step, epoch):
         if phase == "train" and step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def truncate(self, step):  # noqa: ANN001
+    def truncate(self, step):
         pass
 
     def close(self):

@@ -16,6 +16,7 @@ from labelwise.metrics import (
     iou,
     overlap_from_counts,
     per_class_confusion,
+    per_class_overlap,
     precision,
     sensitivity,
     specificity,
@@ -76,6 +77,20 @@ def test_empty_conventions() -> None:
     assert math.isnan(dice(f, e, empty="monai"))  # MONAI ignore_empty: empty reference -> nan
     assert dice(e, f, empty="monai") == 0.0
     assert math.isnan(precision(e, f))  # empty prediction, non-empty reference: undefined
+    assert specificity(e, e) == 1.0 and specificity(e, e, empty="nnunet") == 1.0  # tn / tn is defined
+    for metric in ("dice", "iou", "precision", "sensitivity", "specificity", "volume_similarity"):
+        for a, b in ((e, e), (f, e), (e, f), (f, f)):
+            for conv in ("labelwise", "nnunet", "monai"):
+                scalar = {
+                    "dice": dice,
+                    "iou": iou,
+                    "precision": precision,
+                    "sensitivity": sensitivity,
+                    "specificity": specificity,
+                    "volume_similarity": volume_similarity,
+                }[metric](a, b, empty=conv)
+                vec = float(overlap_from_counts(confusion(a, b).counts, metric, empty=conv))  # type: ignore[arg-type]
+                assert scalar == vec or (math.isnan(scalar) and math.isnan(vec))  # fmt: skip
     with pytest.raises(ConfigError):
         dice(e, e, empty="bogus")  # type: ignore[arg-type]
 
@@ -107,6 +122,9 @@ def test_batch_and_per_class() -> None:
         assert tuple(pc[i]) == tuple(confusion(pl == c, tl == c).counts)
     with pytest.raises(DataError, match="outside"):
         confusion_matrix(pl, tl, 3)
+    d = per_class_overlap(pl, tl, [1, 3, 5])  # class 5 absent from both: labelwise Dice 1
+    assert d[0] == pytest.approx(dice(pl == 1, tl == 1)) and d[1] == pytest.approx(dice(pl == 3, tl == 3))
+    assert d[2] == 1.0 and math.isnan(per_class_overlap(pl, tl, [5], empty="nnunet")[0])
 
 
 def test_matches_medpy_monai_surface_distance() -> None:

@@ -165,3 +165,57 @@ def test_documented_difference_with_surface_distance_package() -> None:
     assert sdl.compute_average_surface_distance(ref) == pytest.approx((1.5, 1.5))  # corners: half at 1, half at 2
     assert sdl.compute_surface_dice_at_tolerance(ref, 1.0) == pytest.approx(0.5)
     assert hausdorff(a, b) == 2.0 and assd(a, b) == 2.0 and nsd(a, b, tolerance_mm=1.0) == 0.0  # centres
+
+
+def test_local_search_matches_kdtree_including_far_fallback() -> None:
+    # a distant false-positive blob forces the KD-tree fallback for its boundary points
+    p, t = _random_blobs((40, 45, 50), 7)
+    p[30:38, 35:43, 40:48] = True
+    t[30:38, 35:43, 40:48] = False
+    t[:3, :3, :3] = False
+    for spacing in [(0.8, 0.8, 2.5), (1.0, 1.0, 1.0), (3.0, 0.5, 0.7)]:
+        a = surface_distances(p, t, spacing)
+        b = surface_distances(p, t, spacing, method="kdtree")
+        np.testing.assert_allclose(a.pred_to_target, b.pred_to_target, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a.target_to_pred, b.target_to_pred, rtol=1e-12, atol=1e-12)
+    q, u = _random_blobs((60, 70), 8)
+    a2 = surface_distances(q, u, (0.6, 1.7))
+    b2 = surface_distances(q, u, (0.6, 1.7), method="kdtree")
+    np.testing.assert_allclose(a2.pred_to_target, b2.pred_to_target, rtol=1e-12, atol=1e-12)
+
+
+def _hyp_masks():  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    shapes = st.one_of(
+        st.tuples(st.integers(1, 9), st.integers(1, 9)),
+        st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)),
+    )
+    return shapes.flatmap(
+        lambda s: st.tuples(
+            arrays(bool, s),
+            arrays(bool, s),
+            st.lists(st.sampled_from([0.5, 0.8, 1.0, 2.5]), min_size=len(s), max_size=len(s)),
+        )
+    )
+
+
+def test_random_small_masks_match_medpy_and_kdtree() -> None:
+    from hypothesis import given, settings
+    from medpy.metric import binary as mb
+
+    @settings(max_examples=60, deadline=None)
+    @given(_hyp_masks())
+    def check(case: tuple[np.ndarray, np.ndarray, list[float]]) -> None:
+        p, t, spacing = case
+        sd = surface_distances(p, t, spacing)
+        if not p.any() or not t.any():
+            assert sd.pred_to_target.size == 0 and sd.target_to_pred.size == 0
+            return
+        kd = surface_distances(p, t, spacing, method="kdtree")
+        np.testing.assert_allclose(sd.pred_to_target, kd.pred_to_target, atol=1e-12)
+        assert sd.hausdorff() == pytest.approx(mb.hd(p, t, spacing), abs=1e-9)
+        assert sd.assd() == pytest.approx(mb.assd(p, t, spacing), abs=1e-9)
+
+    check()

@@ -145,3 +145,25 @@ def test_cli_refuses_remote_bind_without_flag(dataset: Path) -> None:
     res = CliRunner().invoke(app, ["view", str(dataset), "--host", "0.0.0.0"])
     assert res.exit_code == 1
     assert "--allow-remote" in res.output
+
+
+def test_propagate_fills_neighbours_from_saved_corrections(client: TestClient, dataset: Path) -> None:
+    assert client.post("/api/cases/vol1/propagate", json={"slice": 2}).status_code == 422  # nothing saved yet
+    mask = np.zeros((12, 10), dtype=np.uint8)
+    mask[2:9, 1:8] = 1
+    payload = {
+        "slice": 2,
+        "width": 10,
+        "height": 12,
+        "data": base64.b64encode(mask.tobytes()).decode(),
+        "base": "empty",
+    }
+    assert client.post("/api/cases/vol1/correction", json=payload).status_code == 200
+    res = client.post("/api/cases/vol1/propagate", json={"slice": 2, "extent": 2, "user": "ana"})
+    assert res.status_code == 200, res.text
+    assert res.json()["action"] == "propagate" and res.json()["slices"] == [0, 1, 3, 4]
+    final = ReviewStore(dataset).latest("vol1", 3)
+    assert final is not None
+    assert (final[..., 2] == mask).all()  # the painted slice is kept exactly
+    assert final[..., 1].sum() > 0 and final[..., 3].sum() > 0  # neighbours received labels
+    assert final[..., 5].sum() == 0  # outside the extent: unchanged (empty base)

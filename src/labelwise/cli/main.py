@@ -7,8 +7,14 @@ import sys
 import typer
 
 from labelwise.cli import data as data_cmd
+from labelwise.cli import evaluate as evaluate_cmd
+from labelwise.cli import fuse as fuse_cmd
 from labelwise.cli import methods as methods_cmd
 from labelwise.cli import predict as predict_cmd
+from labelwise.cli import propagate as propagate_cmd
+from labelwise.cli import pseudo_label as pseudo_label_cmd
+from labelwise.cli import qa as qa_cmd
+from labelwise.cli import report as report_cmd
 from labelwise.cli import train as train_cmd
 from labelwise.cli import view as view_cmd
 from labelwise.cli.common import setup_logging
@@ -27,6 +33,12 @@ app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)
 app.command("methods")(methods_cmd.methods)
 app.command("view")(view_cmd.view)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("fuse")(fuse_cmd.fuse)
+app.command("qa")(qa_cmd.qa)
+app.command("report")(report_cmd.report)
+app.command("propagate")(propagate_cmd.propagate)
+app.command("pseudo-label")(pseudo_label_cmd.pseudo_label)
 
 
 @app.callback()

@@ -27,6 +27,11 @@ def predict(
     split: str | None = typer.Option("test", "--split", help="Split to predict: train, val, test or all."),
     tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation (default: run config)."),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
+    # --- multi-rater method options (mrnet, prob-unet, dpersona); other methods ignore them ---
+    rater_weights: str | None = typer.Option(
+        None, "--rater-weights", help="mrnet: rater weighting, one weight per training rater summing to 1, e.g. 0.5,0.5,0"
+    ),
+    samples: int | None = typer.Option(None, "--samples", min=1, help="prob-unet/dpersona: number of samples N."),
 ) -> None:
     """Predict the cases of SPLIT with the model in RUN_DIR."""
     from labelwise.data import Dataset
@@ -43,15 +48,26 @@ def predict(
     if not ids:
         raise fail(f"{data}: no cases in split {split!r}")
     out.mkdir(parents=True, exist_ok=True)
-    index = PredictionIndex(method.name, tuple(ds.class_names), tuple(ds.rater_ids), [])
-    options = {} if tta is None else {"tta": tta}
+    # Class names of the model's outputs (a subset of the dataset's when trained with `classes`).
+    index = PredictionIndex(method.name, tuple(plan.class_names), tuple(ds.rater_ids), [])
+    options: dict[str, object] = {} if tta is None else {"tta": tta}
+    # --- multi-rater method options: validated once, before any case is predicted ---
+    if rater_weights is not None:
+        options["rater_weights"] = rater_weights
+    if samples is not None:
+        options["samples"] = samples
+    check = getattr(predictor, "check_options", None)
+    if check is not None:
+        check(**options)
     failed: list[str] = []
     for case_id in progress(ids, "predict"):
         try:
             case = ds.load(case_id)
             pred = predictor.predict(case, **options)
             if pred.spatial_shape != case.spatial_shape:
-                raise LabelwiseError(f"case {case_id}: prediction shape {pred.spatial_shape} != image {case.spatial_shape}")
+                raise LabelwiseError(
+                    f"case {case_id}: prediction shape {pred.spatial_shape} != image {case.spatial_shape}"
+                )
             write_prediction(out, case_id, pred, case.spacing_mm, case.affine)
         except (LabelwiseError, ValueError, RuntimeError, OSError) as exc:
             logger.error("case %s failed: %s", case_id, exc)

@@ -58,7 +58,9 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def optimizer_state_to_tensors(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_state_to_tensors(
+    name: str, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimiser ``state_dict`` into tensors (non-scalar state) and a JSON structure."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -72,7 +74,9 @@ def optimizer_state_to_tensors(name: str, optimizer: torch.optim.Optimizer) -> t
     return tensors, {"param_groups": _jsonable(sd["param_groups"]), "scalars": scalars}
 
 
-def optimizer_state_from_tensors(name: str, tensors: Mapping[str, torch.Tensor], structure: dict) -> dict:
+def optimizer_state_from_tensors(
+    name: str, tensors: Mapping[str, torch.Tensor], structure: Mapping[str, Any]
+) -> dict[str, Any]:
     """Rebuild an optimiser ``state_dict`` from :func:`optimizer_state_to_tensors` output."""
     state: dict[int, dict[str, Any]] = {}
     prefix = f"optim.{name}."
@@ -103,7 +107,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises its own error types for corrupt headers/bodies
         raise DataError(f"corrupt or unreadable safetensors file ({type(exc).__name__}: {exc})", path) from None
     return tensors, meta
@@ -143,7 +147,9 @@ def _load_module(path: Path, name: str, module: nn.Module, tensors: Mapping[str,
         if bad_shape:
             k = bad_shape[0]
             detail.append(f"shape of {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
-        raise ConfigError(f"{path}: weights of {name!r} do not match the model built from the config ({'; '.join(detail)})")
+        raise ConfigError(
+            f"{path}: weights of {name!r} do not match the model built from the config ({'; '.join(detail)})"
+        )
     target.load_state_dict(sd)
 
 

@@ -267,4 +267,3 @@ def _has_defaults(cls: type) -> bool:
         for f in fields(cls)
         if f.init
     )
-

@@ -79,9 +79,7 @@ def epoch_loader(
     if batch_size % world_size:
         raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
     local = batch_size // world_size
-    indices = [
-        k * batch_size + rank * local + j for k in range(start_batch, num_batches) for j in range(local)
-    ]
+    indices = [k * batch_size + rank * local + j for k in range(start_batch, num_batches) for j in range(local)]
     view = _EpochView(source, seed, epoch, indices)
     # A private generator: creating the loader must not consume the global torch RNG (exact resume).
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -193,9 +191,14 @@ class PatchSource:
         if fg is not None and u < self.foreground_p:
             centre = fg[int(rng.integers(len(fg)))]
             start = [int(c) - p // 2 for c, p in zip(centre, self.patch_size, strict=True)]
-            start = [min(max(s, min(0, d - p)), max(0, d - p)) for s, d, p in zip(start, shape, self.patch_size, strict=True)]
+            start = [
+                min(max(s, min(0, d - p)), max(0, d - p)) for s, d, p in zip(start, shape, self.patch_size, strict=True)
+            ]
         else:
-            start = [int(rng.integers(0, max(d - p, 0) + 1)) if d > p else (d - p) // 2 for d, p in zip(shape, self.patch_size, strict=True)]
+            start = [
+                int(rng.integers(0, max(d - p, 0) + 1)) if d > p else (d - p) // 2
+                for d, p in zip(shape, self.patch_size, strict=True)
+            ]
         patch = {k: crop_or_pad(v, start, self.patch_size) for k, v in case.items()}
         params = draw_augment(rng, self.patch_size, self.augment)
         patch = apply_augment(patch, params, image_key=self.image_key)

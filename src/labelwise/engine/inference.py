@@ -49,7 +49,7 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
         return [0]
     step = max(patch * (1 - overlap), 1)
     n = math.ceil((size - patch) / step) + 1
-    return [int(round(i * (size - patch) / (n - 1))) for i in range(n)]
+    return [round(i * (size - patch) / (n - 1)) for i in range(n)]
 
 
 def sliding_window(
@@ -95,7 +95,11 @@ def sliding_window(
     for i in range(0, len(starts), batch_size):
         chunk = starts[i : i + batch_size]
         sls = [tuple(slice(s, s + p) for s, p in zip(st, patch, strict=True)) for st in chunk]
-        x = torch.cat([image[(slice(None), slice(None), *sl)] for sl in sls]) if len(sls) > 1 else image[(slice(None), slice(None), *sls[0])]
+        x = (
+            torch.cat([image[(slice(None), slice(None), *sl)] for sl in sls])
+            if len(sls) > 1
+            else image[(slice(None), slice(None), *sls[0])]
+        )
         y = fn(x).float()
         if out is None:
             out = torch.zeros((b, y.shape[1], *full), dtype=torch.float32, device=image.device)
@@ -185,7 +189,5 @@ def predict_slicewise(
     slices = np.moveaxis(volume, -1, 0)  # (Z, C, X, Y)
     parts = []
     for i in range(0, slices.shape[0], slices_per_batch):
-        parts.append(
-            predict_probs(net, slices[i : i + slices_per_batch], patch, overlap, tta, None, 4, device, amp)
-        )
+        parts.append(predict_probs(net, slices[i : i + slices_per_batch], patch, overlap, tta, None, 4, device, amp))
     return np.ascontiguousarray(np.moveaxis(np.concatenate(parts), 0, -1))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,10 @@ class Plan:
         median_shape: Median spatial shape of the training images.
         normalization: One entry per channel.
         slicewise: True if a 2D network is applied slice by slice along the last axis of 3D volumes.
+        dataset_class_names: The dataset's class names when the model uses a subset of them (else empty).
+        class_indices: Dataset class index of each model output class (empty: identity).
+        train_slices: Case id -> slice indices used for training (slice-wise protocols holding out labelled
+            slices); empty: every labelled slice.
 
     """
 
@@ -63,6 +67,9 @@ class Plan:
     median_shape: tuple[int, ...]
     normalization: tuple[ChannelNorm, ...]
     slicewise: bool = False
+    dataset_class_names: tuple[str, ...] = ()
+    class_indices: tuple[int, ...] = ()
+    train_slices: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -96,6 +103,9 @@ class Plan:
                 median_shape=tuple(int(v) for v in d["median_shape"]),
                 normalization=tuple(ChannelNorm(**n) for n in d["normalization"]),
                 slicewise=bool(d.get("slicewise", False)),
+                dataset_class_names=tuple(d.get("dataset_class_names", ())),
+                class_indices=tuple(int(v) for v in d.get("class_indices", ())),
+                train_slices={str(k): [int(z) for z in v] for k, v in d.get("train_slices", {}).items()},
             )
         except FileNotFoundError:
             raise DataError("no plan.json: not a labelwise run directory", p) from None
@@ -106,13 +116,18 @@ class Plan:
         """Raise :class:`ConfigError` if ``dataset`` has other channels/classes/dims than this plan."""
         m = dataset.manifest
         if m.channels != self.channels:
-            raise ConfigError(f"{dataset.root}: dataset has {m.channels} image channel(s), the model expects {self.channels}")
-        if tuple(m.class_names) != tuple(self.class_names):
             raise ConfigError(
-                f"{dataset.root}: dataset classes {list(m.class_names)} differ from the model's {list(self.class_names)}"
+                f"{dataset.root}: dataset has {m.channels} image channel(s), the model expects {self.channels}"
+            )
+        expected = self.dataset_class_names or self.class_names
+        if tuple(m.class_names) != tuple(expected):
+            raise ConfigError(
+                f"{dataset.root}: dataset classes {list(m.class_names)} differ from the model's {list(expected)}"
             )
         if m.spatial_dims != self.data_spatial_dims:
-            raise ConfigError(f"{dataset.root}: dataset is {m.spatial_dims}D, the model was trained on {self.data_spatial_dims}D data")
+            raise ConfigError(
+                f"{dataset.root}: dataset is {m.spatial_dims}D, the model was trained on {self.data_spatial_dims}D data"
+            )
 
 
 def plan_patch_size(median_shape: Sequence[int], divisor: int, max_size: Sequence[int]) -> tuple[int, ...]:

@@ -117,21 +117,32 @@ class RunDir:
             ConfigError: the folder holds another method/config, or was trained on other data; nothing is
                 written in that case.
 
+        Under DDP only rank 0 checks and writes; the other ranks wait for it.
         """
+        from labelwise.engine.distributed import barrier, init_distributed
+
+        if not init_distributed().is_main:
+            barrier()
+            return True
+        resumed = self._prepare(method, config, dataset)
+        barrier()
+        return resumed
+
+    def _prepare(self, method: str, config: dict[str, Any], dataset: Dataset) -> bool:
         fp = data_fingerprint(dataset)
         if self.config_path.exists():
             old_method, old_cfg = self.read_config()
             if old_method != method or _strip(old_cfg) != _strip(config):
-                diff = sorted(
-                    k for k in set(old_cfg) | set(config) if _strip(old_cfg.get(k)) != _strip(config.get(k))
-                )
+                diff = sorted(k for k in set(old_cfg) | set(config) if _strip(old_cfg.get(k)) != _strip(config.get(k)))
                 raise ConfigError(
-                    f"{self.path} holds a {old_method!r} run with a different config (differs in {diff or ['method']}); "
-                    "use a new --out folder"
+                    f"{self.path} holds a {old_method!r} run with a different config "
+                    f"(differs in {diff or ['method']}); use a new --out folder"
                 )
             old_fp = self.read_meta().get("data_fingerprint")
             if old_fp is not None and old_fp != fp:
-                raise ConfigError(f"{self.path} was trained on different data (fingerprint {old_fp} != {fp}); use a new --out")
+                raise ConfigError(
+                    f"{self.path} was trained on different data (fingerprint {old_fp} != {fp}); use a new --out"
+                )
             return True
         if self.path.exists() and any(self.path.iterdir()):
             raise ConfigError(f"{self.path} exists and is not a labelwise run directory; use a new --out folder")

@@ -20,7 +20,7 @@ __all__ = ["get_rng_state", "sample_rng", "seed_everything", "set_rng_state"]
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy's legacy global generator and torch (CPU and all CUDA devices)."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (third-party code may use the legacy global generator)
     torch.manual_seed(seed)
 
 
@@ -35,7 +35,7 @@ def get_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if torch.cuda.is_available():
         for i, st in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = st.clone()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # noqa: NPY002
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
     py_version, py_internal, py_gauss = random.getstate()
     tensors["rng.python"] = torch.tensor(py_internal, dtype=torch.int64)
@@ -55,6 +55,14 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
             if key in tensors:
                 torch.cuda.set_rng_state(tensors[key].to(torch.uint8), i)
     name, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state(  # noqa: NPY002
+        (
+            name,
+            tensors["rng.numpy"].numpy().astype(np.uint32),
+            pos,
+            has_gauss,
+            cached,
+        )
+    )
     version, gauss = meta["python"]
     random.setstate((version, tuple(int(v) for v in tensors["rng.python"].tolist()), gauss))

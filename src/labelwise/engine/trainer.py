@@ -20,7 +20,7 @@ Writing a task::
 Several networks trained jointly (MRNet, CPS) simply put several entries in ``modules``; their parameters share
 the default optimiser unless :meth:`TrainTask.configure_optimizers` says otherwise. GANs (CLTN) set
 ``manual_optimization = True`` and drive optimisers in ``training_step`` with ``ctx.backward(loss)``,
-``ctx.step("gen")`` and ``ctx.zero_grad("disc")``. Two-stage methods (D-Persona) run two Trainers in
+``ctx.optimizer_step("gen")`` and ``ctx.zero_grad("disc")``. Two-stage methods (D-Persona) run two Trainers in
 sub-folders of the same run dir (``stage1/``, ``stage2/``), freezing stage-1 modules with ``requires_grad_(False)``
 (frozen modules are not DDP-wrapped); each stage resumes independently.
 
@@ -77,7 +77,7 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
             return (step + 1) / cfg.warmup_steps
         t = min(max(step - cfg.warmup_steps, 0) / max(total_steps - cfg.warmup_steps, 1), 1.0)
         if cfg.schedule == "poly":
-            return (1 - t) ** 0.9
+            return float((1 - t) ** 0.9)
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * t))
         return 1.0
@@ -156,9 +156,9 @@ class StepContext:
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward of ``loss / grad_accum`` (manual optimisation)."""
-        (loss / self.trainer.cfg.grad_accum).backward()
+        (loss / self.trainer.cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
 
-    def step(self, name: str) -> None:
+    def optimizer_step(self, name: str) -> None:
         """Clip (if configured) and step optimiser ``name`` (manual optimisation)."""
         self.trainer._step_optimizer(name)
 
@@ -313,11 +313,15 @@ class Trainer:
             set_rng_state(*rng)
             for sch in self.schedulers.values():
                 sch.last_epoch = state["step"]
-                sch._last_lr = [g["lr"] for g in sch.optimizer.param_groups]  # type: ignore[attr-defined]
-            logger.info("resuming %s at epoch %d, batch %d, step %d", ckpt, state["epoch"], state["batch"], state["step"])
+                sch._last_lr = [g["lr"] for g in sch.optimizer.param_groups]
+            logger.info(
+                "resuming %s at epoch %d, batch %d, step %d", ckpt, state["epoch"], state["batch"], state["step"]
+            )
         lg: MultiLogger | None = None
         if self.dist.is_main:
-            lg = MultiLogger([CSVLogger(self.work_dir / "logs"), TensorBoardLogger(self.work_dir / "logs"), *self.extra_loggers])
+            lg = MultiLogger(
+                [CSVLogger(self.work_dir / "logs"), TensorBoardLogger(self.work_dir / "logs"), *self.extra_loggers]
+            )
             lg.truncate(state["step"])
         result = FitResult()
         if state["finished"]:
@@ -340,8 +344,16 @@ class Trainer:
                 self.task.on_epoch_start(epoch, ctx)
                 start = state["batch"] if epoch == state["epoch"] else 0
                 loader = epoch_loader(
-                    self.source, cfg.seed, epoch, cfg.batch_size, num_batches, start,
-                    self.dist.rank, self.dist.world_size, cfg.num_workers, self.device.type == "cuda",
+                    self.source,
+                    cfg.seed,
+                    epoch,
+                    cfg.batch_size,
+                    num_batches,
+                    start,
+                    self.dist.rank,
+                    self.dist.world_size,
+                    cfg.num_workers,
+                    self.device.type == "cuda",
                 )
                 logs: dict[str, float] = {}
                 for b, batch in enumerate(loader, start=start):
@@ -356,7 +368,7 @@ class Trainer:
                             out = self.task.training_step(batch, ctx)
                         out = {"loss": out} if isinstance(out, torch.Tensor) else dict(out)
                         if not self.task.manual_optimization:
-                            (out["loss"].float() / accum).backward()
+                            (out["loss"].float() / accum).backward()  # type: ignore[no-untyped-call]
                     for k, v in out.items():
                         val = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                         logs[k] = logs.get(k, 0.0) + float(all_reduce_mean(val.to(self.device))) / accum
@@ -389,7 +401,9 @@ class Trainer:
                     if self.val_cases and math.isfinite(score) and score > state["best"]:
                         state.update(best=score, best_epoch=epoch, best_metrics=metrics, bad_validations=0)
                         if self.dist.is_main:
-                            save_weights(self.work_dir / self.weights_name, self.task.modules, {"epoch": epoch, **metrics})
+                            save_weights(
+                                self.work_dir / self.weights_name, self.task.modules, {"epoch": epoch, **metrics}
+                            )
                     elif self.val_cases:
                         state["bad_validations"] += 1
                         stop = cfg.patience > 0 and state["bad_validations"] >= cfg.patience
@@ -423,7 +437,14 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(
             TextColumn("[progress.description]{task.description}"),

@@ -20,6 +20,7 @@ from labelwise.io.predictions import (
     read_prediction,
     write_prediction,
 )
+from labelwise.io.safe_pickle import load_pickle, loads_pickle
 
 __all__ = [
     "PREDICTIONS_NAME",
@@ -29,6 +30,8 @@ __all__ = [
     "PredictionIndex",
     "atomic_path",
     "file_format",
+    "load_pickle",
+    "loads_pickle",
     "read_image",
     "read_label",
     "read_prediction",

@@ -45,7 +45,7 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         raise
 
 
-def _write_with(target: str | Path, write: Callable[[Path], None]) -> Path:
+def _write_with(target: str | Path, write: Callable[[Path], object]) -> Path:
     with atomic_path(target) as tmp:
         write(tmp)
     return Path(target)

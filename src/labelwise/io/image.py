@@ -16,7 +16,7 @@ import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise DataError(f"cannot read NIfTI file ({type(exc).__name__}: {exc})", path) from None
@@ -109,7 +109,7 @@ def _read_raster(path: Path) -> np.ndarray:
             frames = []
             for index in range(getattr(im, "n_frames", 1)):
                 im.seek(index)
-                frame = im
+                frame: Image.Image = im
                 if frame.mode == "P":
                     frame = frame.convert("RGB")
                 elif frame.mode in ("RGBA", "LA", "CMYK", "YCbCr"):
@@ -144,11 +144,15 @@ def _read_numpy(path: Path, fmt: Format) -> tuple[np.ndarray, np.ndarray | None,
 
 
 def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    import SimpleITK as sitk
+    import SimpleITK
 
+    sitk: Any = SimpleITK  # untyped bindings
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if len(series) > 1:
+                raise DataError(f"folder holds {len(series)} DICOM series {list(series)}; give one per folder", path)
             files = reader.GetGDCMSeriesFileNames(str(path))
             if not files:
                 raise DataError("no DICOM series in folder", path)
@@ -201,7 +205,7 @@ def _check_finite(array: np.ndarray, path: Path) -> None:
         raise DataError(f"{bad} voxels are NaN or infinite", path)
 
 
-def read_image(path: str | Path, spatial_dims: int) -> ImageData:
+def read_image(path: str | Path, spatial_dims: int, channels: int | None = None) -> ImageData:
     """Read an image as ``(C, *spatial)`` float32 with its spacing and affine.
 
     Args:
@@ -209,9 +213,11 @@ def read_image(path: str | Path, spatial_dims: int) -> ImageData:
         spatial_dims: 2 or 3. A file with ``spatial_dims + 1`` axes has channels on its last axis (NIfTI 4D,
             RGB rasters, ``(H, W, C)`` arrays); a file with ``spatial_dims`` axes has one channel. NPY/NPZ
             arrays written by :func:`write_image` are channel-first.
+        channels: Expected number of channels, or None for any. ``channels=1`` turns a 4D file where a 3D
+            volume is expected (e.g. a time series) into a clear error instead of a many-channel image.
 
     Raises:
-        DataError: unreadable file, wrong number of axes, NaN/inf values.
+        DataError: unreadable file, wrong number of axes or channels, NaN/inf values, zero voxels.
 
     """
     p = Path(path)
@@ -226,6 +232,12 @@ def read_image(path: str | Path, spatial_dims: int) -> ImageData:
         raise DataError(
             f"image has {data.ndim} axes {tuple(data.shape)}; expected {spatial_dims} spatial axes "
             f"(+ optionally one channel axis)",
+            p,
+        )
+    if channels is not None and arr.shape[0] != channels:
+        raise DataError(
+            f"image has shape {tuple(data.shape)} = {arr.shape[0]} channels of {spatial_dims}D; expected "
+            f"{channels} channel(s) (is this a {spatial_dims + 1}D file where a {spatial_dims}D one is expected?)",
             p,
         )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -277,7 +289,7 @@ def _write(path: Path, data: np.ndarray, affine: np.ndarray, spacing_mm: tuple[f
         if fmt == "nifti":
             import nibabel as nib
 
-            img = nib.Nifti1Image(data, affine)
+            img: Any = nib.Nifti1Image(data, affine)  # type: ignore[no-untyped-call]
             img.header.set_zooms(tuple(spacing_mm) + img.header.get_zooms()[len(spacing_mm) :])
             img.header.set_xyzt_units("mm")
             img.set_qform(affine, code=1)

@@ -140,6 +140,10 @@ def write_prediction(
     return written
 
 
+def _to_int(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.rint(a).astype(np.int16)
+
+
 def read_prediction(folder: str | Path, case_id: str, spatial_dims: int) -> Prediction:
     """Read one case's prediction; a missing label map file raises :class:`DataError` naming it.
 
@@ -161,12 +165,11 @@ def read_prediction(folder: str | Path, case_id: str, spatial_dims: int) -> Pred
     else:
         num = max(int(label.max()) + 1, 2)
         probs = (np.arange(num).reshape(-1, *([1] * label.ndim)) == label[None]).astype(np.float32)
-    to_int = lambda a: None if a is None else np.rint(a).astype(np.int16)  # noqa: E731
     unc = parts.get("uncertainty")
     return Prediction(
         probs=probs,
-        samples=to_int(parts.get("samples")),
-        raters=to_int(parts.get("raters")),
+        samples=_to_int(parts.get("samples")),
+        raters=_to_int(parts.get("raters")),
         uncertainty=None if unc is None else unc[0],
         label=label,
     )

@@ -90,6 +90,16 @@ class Method:
         """Rebuild the trained model(s) from ``run_dir``."""
         raise NotImplementedError
 
+    @classmethod
+    def example_dataset(cls, dest: Path) -> Dataset | None:
+        """Write a tiny dataset this method can train on (its ``smoke`` preset) into ``dest``, for the contract test.
+
+        Returns None (the default) to use the contract test's 2D multi-rater dataset (bright discs, 2 raters,
+        train/val/test splits). Methods needing other data (image-level labels, unlabelled domains, text)
+        override this.
+        """
+        return None
+
 
 METHODS: Registry[type[Method]] = Registry("method")
 
@@ -117,7 +127,8 @@ def _load_builtin() -> None:
 
 
 _BUILTIN: tuple[str, ...] = tuple(
-    f"labelwise.methods.{m}" for m in ("supervised", "mrnet", "dpersona", "cltn", "cps", "propagation", "sentinel")
+    f"labelwise.methods.{m}"
+    for m in ("supervised", "mrnet", "dpersona", "cam", "cltn", "cps", "propagation", "sentinel")
 )
 
 
@@ -146,7 +157,9 @@ def load_method_config(
     preset_map: Mapping[str, Any] | None = None
     if preset is not None:
         if preset not in method.presets:
-            raise ConfigError(f"method {method.name!r} has no preset {preset!r}; presets: {sorted(method.presets) or 'none'}")
+            raise ConfigError(
+                f"method {method.name!r} has no preset {preset!r}; presets: {sorted(method.presets) or 'none'}"
+            )
         preset_map = method.presets[preset]
     if path is not None:
         import yaml
@@ -161,7 +174,9 @@ def load_method_config(
             base = config_to_dict(load_config(method.Config, None, (), preset_map))
             from labelwise.engine.config import deep_merge, parse_overrides
 
-            return config_from_dict(method.Config, deep_merge(deep_merge(base, raw["config"]), parse_overrides(overrides)))
+            return config_from_dict(
+                method.Config, deep_merge(deep_merge(base, raw["config"]), parse_overrides(overrides))
+            )
     return load_config(method.Config, path, overrides, preset_map)
 
 
@@ -176,7 +191,7 @@ def train(
     """Load the config and run ``fit``; returns the config used."""
     method = get_method(method_name)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    cfg = load_method_config(method, config_path, overrides, preset)
+    cfg: Any = load_method_config(method, config_path, overrides, preset)
     method.fit(ds, cfg, run_dir)
     return cfg
 
@@ -186,5 +201,5 @@ def load_run(run_dir: str | Path, device: torch.device | str | None = None) -> t
     rd = RunDir(run_dir)
     name, cfg_map = rd.read_config()
     method = get_method(name)
-    cfg = config_from_dict(method.Config, cfg_map)
+    cfg: Any = config_from_dict(method.Config, cfg_map)
     return method, cfg, method.load_predictor(run_dir, device)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from labelwise.engine import (
     predict_slicewise,
     seed_everything,
 )
+from labelwise.engine.distributed import barrier
 from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
@@ -55,7 +56,7 @@ from labelwise.methods.base import Method, register_method
 from labelwise.models import MODELS, ModelSpec, build_model, dice_ce_loss
 from labelwise.models.unet import divisor as unet_divisor
 
-__all__ = ["SupervisedConfig", "SupervisedMethod", "SupervisedPredictor", "fused_target"]
+__all__ = ["SupervisedConfig", "SupervisedMethod", "SupervisedPredictor", "fused_target", "model_case", "pick_slices"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ class SupervisedConfig:
         model: Network (registered name + kwargs); the default is the 4-level MONAI U-Net ``unet``.
         patch_size: Training/inference patch (None: derived by the planner from the training data).
         slicewise: Train a 2D network on slices of a 3D dataset and predict slice by slice.
+        classes: Train on these foreground classes only (dataset class names; the others become background).
+            The model's classes are then ``("background", *classes)`` and predictions use those indices.
+        train_slices: With ``slicewise``: train on this many labelled slices per case, evenly spaced over the
+            labelled ones; the other labelled slices are held out (listed in ``plan.json`` as
+            ``train_slices`` complement) for testing. None: every labelled slice.
         foreground_p: Fraction of patches centred on foreground.
         overlap: Sliding-window overlap at inference.
         tta: Flip test-time augmentation at prediction (not during validation).
@@ -83,6 +89,8 @@ class SupervisedConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     patch_size: tuple[int, ...] | None = None
     slicewise: bool = False
+    classes: tuple[str, ...] | None = None
+    train_slices: int | None = None
     foreground_p: float = 0.33
     overlap: float = 0.5
     tta: bool = True
@@ -92,6 +100,8 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         if self.target == "rater" and not self.rater:
             raise ConfigError("target 'rater' needs rater: <rater id>")
+        if self.train_slices is not None and (not self.slicewise or self.train_slices < 1):
+            raise ConfigError("train_slices needs slicewise: true and a positive count")
         if not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
 
@@ -122,9 +132,26 @@ def fused_target(case: Case, target: str, num_classes: int, rater: str | None = 
     onehot = (np.arange(num_classes).reshape(-1, 1, *([1] * (maps.ndim - 1))) == maps[None]).astype(np.float32)
     mean = onehot.mean(axis=1)  # (K, *spatial)
     if target == "mean":
-        return mean
+        return np.asarray(mean, dtype=np.float32)
     votes = np.argmax(mean, axis=0)  # first maximum: ties go to the lower class index
-    return (np.arange(num_classes).reshape(-1, *([1] * votes.ndim)) == votes[None]).astype(np.float32)
+    return np.asarray(np.arange(num_classes).reshape(-1, *([1] * votes.ndim)) == votes[None], dtype=np.float32)
+
+
+def pick_slices(labelled: list[int], count: int) -> list[int]:
+    """``count`` slices evenly spaced over ``labelled`` (first and last included when ``count >= 2``)."""
+    if count >= len(labelled):
+        return list(labelled)
+    pos = np.unique(np.round(np.linspace(0, len(labelled) - 1, count)).astype(int))
+    return [labelled[i] for i in pos]
+
+
+def model_case(case: Case, plan: Plan) -> Case:
+    """``case`` with rater labels mapped to the model's classes (unselected classes become background)."""
+    if not plan.class_indices:
+        return case
+    lut = np.zeros(len(plan.dataset_class_names), dtype=np.int16)
+    lut[list(plan.class_indices)] = np.arange(len(plan.class_indices), dtype=np.int16)
+    return replace(case, raters=lut[case.raters], class_names=plan.class_names)
 
 
 def _slices(case: Case) -> list[int]:
@@ -158,7 +185,7 @@ class SupervisedTask(TrainTask):
 
     def validation_step(self, case: Case, ctx: StepContext) -> dict[str, float]:
         """Mean foreground Dice of the argmax prediction vs the fused target (no TTA)."""
-        target = fused_target(case, self.cfg.target, self.plan.num_classes, self.cfg.rater)
+        target = fused_target(model_case(case, self.plan), self.cfg.target, self.plan.num_classes, self.cfg.rater)
         if target is None:
             return {}
         probs = _predict(self.modules["net"], case, self.plan, self.cfg.overlap, tta=False, device=ctx.device)
@@ -171,7 +198,9 @@ class SupervisedTask(TrainTask):
         return {"dice": float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")}
 
 
-def _predict(net: torch.nn.Module, case: Case, plan: Plan, overlap: float, tta: bool, device: torch.device) -> np.ndarray:
+def _predict(
+    net: torch.nn.Module, case: Case, plan: Plan, overlap: float, tta: bool, device: torch.device
+) -> np.ndarray:
     image = normalize_image(case.image, plan)
     if plan.slicewise:
         return predict_slicewise(net, image, plan.patch_size, overlap, tta, device=device)
@@ -181,12 +210,12 @@ def _predict(net: torch.nn.Module, case: Case, plan: Plan, overlap: float, tta: 
 def _training_arrays(ds: Dataset, cfg: SupervisedConfig, plan: Plan) -> tuple[list[dict[str, np.ndarray]], list[str]]:
     arrays, ids = [], []
     for case in ds.cases("train"):
-        t = fused_target(case, cfg.target, plan.num_classes, cfg.rater)
+        t = fused_target(model_case(case, plan), cfg.target, plan.num_classes, cfg.rater)
         if t is None:
             continue
         img = normalize_image(case.image, plan)
         if plan.slicewise:
-            for z in _slices(case):
+            for z in plan.train_slices.get(case.id, _slices(case)):
                 arrays.append({"image": img[..., z], "target": t[..., z]})
                 ids.append(f"{case.id}:{z}")
         else:
@@ -206,14 +235,35 @@ def _net_divisor(spec: ModelSpec) -> int:
     return unet_divisor(channels)
 
 
+def _plan(dataset: Dataset, train_cases: list[Case], config: SupervisedConfig) -> Plan:
+    plan = make_plan(train_cases, _net_divisor(config.model), config.slicewise, config.patch_size)
+    if config.classes:
+        names = tuple(dataset.class_names)
+        unknown = [c for c in config.classes if c not in names[1:]]
+        if unknown:
+            raise ConfigError(f"classes {unknown} are not foreground classes of {dataset.root}")
+        plan = replace(
+            plan,
+            class_names=("background", *config.classes),
+            dataset_class_names=names,
+            class_indices=(0, *(names.index(c) for c in config.classes)),
+        )
+    if config.train_slices is not None:
+        plan = replace(plan, train_slices={c.id: pick_slices(_slices(c), config.train_slices) for c in train_cases})
+    return plan
+
+
 @register_method("supervised")
 class SupervisedMethod(Method):
     """U-Net on fused labels (majority / soft mean / one rater)."""
 
     Config = SupervisedConfig
-    presets: dict[str, dict[str, Any]] = {  # noqa: RUF012 (class-level constant table)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"train": {"epochs": 200, "steps_per_epoch": 250}},
-        "smoke": {"model": {"name": "unet_tiny", "kwargs": {}}, "train": {"epochs": 2, "steps_per_epoch": 4, "batch_size": 2}},
+        "smoke": {
+            "model": {"name": "unet_tiny", "kwargs": {}},
+            "train": {"epochs": 2, "steps_per_epoch": 4, "batch_size": 2},
+        },
     }
     citation = "Ronneberger et al., U-Net, MICCAI 2015; Isensee et al., nnU-Net, Nature Methods 2021"
     summary = "U-Net on a fused label (majority, soft mean or one rater)"
@@ -228,19 +278,21 @@ class SupervisedMethod(Method):
             raise ConfigError(f"rater {config.rater!r} is not one of the dataset's raters {list(dataset.rater_ids)}")
         train_cases = list(dataset.cases("train"))
         plan_path = rd.path / PLAN_NAME
-        if resumed and plan_path.exists():
-            plan = Plan.load(plan_path)
-        else:
-            plan = make_plan(train_cases, _net_divisor(config.model), config.slicewise, config.patch_size)
-            plan.save(plan_path)
+        dist = init_distributed()
+        if dist.is_main and not (resumed and plan_path.exists()):
+            _plan(dataset, train_cases, config).save(plan_path)
+        barrier()
+        plan = Plan.load(plan_path)
         seed_everything(config.train.seed)
         net = build_model(config.model, plan.spatial_dims, plan.channels, plan.num_classes)
         arrays, ids = _training_arrays(dataset, config, plan)
-        source = PatchSource(arrays, plan.patch_size, config.augment, "target", config.foreground_p, ids, seed=config.train.seed)
+        source = PatchSource(
+            arrays, plan.patch_size, config.augment, "target", config.foreground_p, ids, seed=config.train.seed
+        )
         val_cases = list(dataset.cases("val"))
         task = SupervisedTask(net, plan, config)
         result = Trainer(task, config.train, rd.path, source, val_cases).fit()
-        if init_distributed().is_main:
+        if dist.is_main:
             rd.write_meta(
                 status="finished",
                 best_epoch=result.best_epoch,
@@ -268,7 +320,7 @@ class SupervisedPredictor:
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
         rd = RunDir(run_dir)
-        name, cfg_map = rd.read_config()
+        _, cfg_map = rd.read_config()
         self.config: SupervisedConfig = config_from_dict(SupervisedConfig, cfg_map)
         self.plan = Plan.load(rd.path / PLAN_NAME)
         self.device = torch.device(device) if device is not None else default_device()

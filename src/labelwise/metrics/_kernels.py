@@ -10,7 +10,14 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["bbox_union", "boundary_coords", "confusion_matrix_kernel", "count_pair"]
+__all__ = [
+    "bbox_union",
+    "boundary_coords",
+    "confusion_matrix_kernel",
+    "count_pair",
+    "count_rows",
+    "local_nearest",
+]
 
 _M8 = np.uint64(0x00FF00FF00FF00FF)
 _M16 = np.uint64(0x0000FFFF0000FFFF)
@@ -53,6 +60,28 @@ def _count_words(
         tot_ab += _hsum_bytes(sab)
         i = end
     return tot_a, tot_b, tot_ab
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_rows(a: NDArray[np.uint64], b: NDArray[np.uint64]) -> NDArray[np.int64]:  # pragma: no cover
+    out = np.empty((a.shape[0], 3), dtype=np.int64)
+    for r in range(a.shape[0]):
+        x, y, z = _count_words(a[r], b[r])
+        out[r, 0] = x
+        out[r, 1] = y
+        out[r, 2] = z
+    return out
+
+
+def count_rows(p: NDArray[np.bool_], t: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Per-row ``(|p|, |t|, |p & t|)`` of C-contiguous bool arrays ``(B, ...)`` in one compiled call -> ``(B, 3)``."""
+    b = p.shape[0]
+    pb = p.reshape(b, -1).view(np.uint8)
+    tb = t.reshape(b, -1).view(np.uint8)
+    n = pb.shape[1]
+    if n % 8 == 0 and n > 0:
+        return np.asarray(_count_rows(pb.view(np.uint64), tb.view(np.uint64)))
+    return np.array([count_pair(p[i], t[i]) for i in range(b)], dtype=np.int64).reshape(b, 3)
 
 
 def count_pair(p: NDArray[np.bool_], t: NDArray[np.bool_]) -> tuple[int, int, int]:
@@ -208,3 +237,74 @@ def boundary_coords(m_padded: NDArray[np.uint8]) -> NDArray[np.int64]:
     if m_padded.ndim == 2:
         return np.asarray(_boundary2d(m_padded))
     raise ValueError("boundary extraction supports 2-D and 3-D masks")
+
+
+@numba.njit(cache=True, nogil=True)
+def _local_nearest(  # pragma: no cover - compiled
+    src: NDArray[np.int64],
+    marks: NDArray[np.uint8],
+    spacing: NDArray[np.float64],
+    max_box: int,
+    out: NDArray[np.float64],
+) -> int:
+    # Exact nearest marked voxel by growing boxes: a box of half-widths floor(R / s_i) holds every voxel within
+    # R mm, so a hit with d <= R is the nearest. Points needing a box above max_box voxels get out = -1.
+    nx, ny, nz = marks.shape
+    s0, s1, s2 = spacing[0], spacing[1], spacing[2]
+    smin = min(s0, min(s1, s2))
+    unresolved = 0
+    for i in range(src.shape[0]):
+        x = src[i, 0]
+        y = src[i, 1]
+        z = src[i, 2]
+        if marks[x, y, z] != 0:
+            out[i] = 0.0
+            continue
+        r = 1.5 * smin
+        found = False
+        while True:
+            kx = int(r / s0)
+            ky = int(r / s1)
+            kz = int(r / s2)
+            if (2 * kx + 1) * (2 * ky + 1) * (2 * kz + 1) > max_box:
+                break
+            best = np.inf
+            for a in range(max(x - kx, 0), min(x + kx + 1, nx)):
+                da = (a - x) * s0
+                da2 = da * da
+                for b in range(max(y - ky, 0), min(y + ky + 1, ny)):
+                    db = (b - y) * s1
+                    dab = da2 + db * db
+                    if dab >= best:
+                        continue
+                    for c in range(max(z - kz, 0), min(z + kz + 1, nz)):
+                        if marks[a, b, c] != 0:
+                            dc = (c - z) * s2
+                            d2 = dab + dc * dc
+                            if d2 < best:
+                                best = d2
+            if best <= r * r:
+                out[i] = np.sqrt(best)
+                found = True
+                break
+            r *= 2.0
+        if not found:
+            out[i] = -1.0
+            unresolved += 1
+    return unresolved
+
+
+def local_nearest(
+    src: NDArray[np.int64], marks: NDArray[np.uint8], spacing: NDArray[np.float64], max_box: int = 4096
+) -> NDArray[np.float64]:
+    """Exact distance (mm) from each ``src`` voxel to the nearest nonzero voxel of ``marks`` (2-D or 3-D).
+
+    Points whose search box would exceed ``max_box`` voxels are returned as -1 (resolve them with a KD-tree).
+    """
+    out = np.empty(src.shape[0], dtype=np.float64)
+    if marks.ndim == 2:
+        src3 = np.concatenate([np.zeros((src.shape[0], 1), np.int64), src], axis=1)
+        _local_nearest(src3, marks[None], np.concatenate([[1.0], spacing]), max_box, out)
+    else:
+        _local_nearest(np.ascontiguousarray(src), marks, np.ascontiguousarray(spacing), max_box, out)
+    return out

@@ -65,8 +65,9 @@ CONVENTIONS: dict[str, EmptyConvention] = {
     # compute_surface_dice), measured: empty reference -> Dice nan; both empty -> nan everywhere; one empty ->
     # HD nan, ASSD inf, NSD 0.
     "monai": EmptyConvention(_NAN, _NAN, 0.0, _NAN, _NAN, _NAN, 0.0, _INF),
-    # MetricsReloaded: both empty -> Dice 1 (perfect); distances are undefined (nan) when a mask is empty.
-    "metricsreloaded": EmptyConvention(1.0, 0.0, 0.0, _NAN, _NAN, 1.0, 0.0),
+    # MetricsReloaded: both empty -> Dice 1; distances 0 when both are empty and nan when one is
+    # (pairwise_measures.measured_distance, MetricsReloaded PR #55, 2025); NSD both-empty taken as 1.
+    "metricsreloaded": EmptyConvention(1.0, 0.0, 0.0, 0.0, _NAN, 1.0, 0.0),
 }
 
 

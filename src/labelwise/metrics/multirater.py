@@ -6,11 +6,12 @@ stacks of binary masks, computed with the fused compiled counter.
 Conventions (also in ``docs/metrics.md``):
 
 * GED uses ``d = 1 - IoU``; ``self_pairs="include"`` averages the within-set terms over all S x S pairs
-  (V-statistic, as the probabilistic U-Net / PHiSeg evaluation code); ``"exclude"`` over i != j only
+  (V-statistic: the mean of the full S x S matrix); ``"exclude"`` over i != j only
   (U-statistic). Two empty masks have IoU 1 (``empty_iou="one"``, d = 0), 0 (``"zero"``) or are dropped
   (``"drop"``).
-* Soft Dice thresholds both the predicted probability and the mean rater mask at each threshold with ``>``
-  (QUBIQ / D-Persona; ``comparison=">="`` gives MRNet's) and averages the per-threshold Dice.
+* Soft Dice thresholds both the predicted probability and the mean rater mask at each threshold (default
+  0.1, 0.2, ..., 0.9 with ``>``, as D-Persona; MRNet's variant is ``thresholds=(0.1, 0.3, 0.5, 0.7, 0.9),
+  comparison=">="``) and averages the per-threshold Dice.
 
 Example:
     >>> import numpy as np
@@ -188,7 +189,7 @@ def soft_dice(
     comparison: Literal[">", ">="] = ">",
     empty: EmptyMode | EmptyConvention = "labelwise",
 ) -> float:
-    """Soft Dice over thresholds (QUBIQ / MRNet style).
+    """Soft Dice over thresholds (QUBIQ-style multi-rater evaluation, as in MRNet and D-Persona).
 
     At each threshold ``t`` the prediction ``prob > t`` is scored by Dice against the mean rater mask
     ``mean(raters) > t``; the result is the mean over thresholds.
@@ -198,7 +199,7 @@ def soft_dice(
         raters: ``(R, *spatial)`` bool rater masks (or ``(*spatial)`` soft reference in [0, 1] of the same
             shape as ``prob``).
         thresholds: Thresholds in (0, 1); default 0.1, 0.2, ..., 0.9.
-        comparison: ``">"`` (QUBIQ challenge, D-Persona) or ``">="`` (MRNet).
+        comparison: ``">"`` (D-Persona) or ``">="`` (MRNet).
         empty: Convention when both thresholded masks are empty (labelwise: Dice 1).
 
     Returns:

@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from labelwise.errors import ConfigError, DataError
 from labelwise.metrics._checks import as_masks_pair, check_finite
-from labelwise.metrics._kernels import confusion_matrix_kernel, count_pair
+from labelwise.metrics._kernels import confusion_matrix_kernel, count_pair, count_rows
 from labelwise.metrics.conventions import EmptyConvention, EmptyMode, resolve_convention
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "iou",
     "overlap_from_counts",
     "per_class_confusion",
+    "per_class_overlap",
     "precision",
     "sensitivity",
     "specificity",
@@ -103,7 +104,7 @@ def confusion(pred: ArrayLike, target: ArrayLike) -> Confusion:
 
 
 def batch_confusion(pred: ArrayLike, target: ArrayLike) -> NDArray[np.int64]:
-    """Per-sample counts of a batch of binary masks.
+    """Per-sample counts of a batch of binary masks, in one compiled call.
 
     Args:
         pred: ``(B, *spatial)`` bool prediction masks.
@@ -116,11 +117,13 @@ def batch_confusion(pred: ArrayLike, target: ArrayLike) -> NDArray[np.int64]:
     p, t = as_masks_pair(pred, target)
     if p.ndim < 1:
         raise DataError("batch_confusion needs a leading batch axis")
-    return (
-        np.stack([confusion(p[b], t[b]).counts for b in range(p.shape[0])])
-        if p.shape[0]
-        else np.zeros((0, 4), np.int64)
-    )
+    b = p.shape[0]
+    if b == 0:
+        return np.zeros((0, 4), np.int64)
+    c = count_rows(p, t)
+    n = p.size // b
+    sp, st, spt = c[:, 0], c[:, 1], c[:, 2]
+    return np.stack([spt, sp - spt, st - spt, n - sp - st + spt], axis=1)
 
 
 def confusion_matrix(pred_labels: ArrayLike, target_labels: ArrayLike, num_classes: int) -> NDArray[np.int64]:
@@ -184,6 +187,30 @@ def per_class_confusion(
         fn = int(cm[:, c].sum()) - tp
         out[i] = (tp, fp, fn, n - tp - fp - fn)
     return out
+
+
+def per_class_overlap(
+    pred_labels: ArrayLike,
+    target_labels: ArrayLike,
+    classes: Sequence[int] | int,
+    metric: OverlapMetric = "dice",
+    *,
+    empty: EmptyMode | EmptyConvention = "labelwise",
+) -> NDArray[np.float64]:
+    """One-vs-rest overlap score per class of two label maps (one confusion matrix, then derivation).
+
+    Args:
+        pred_labels: ``(*spatial)`` integer label map.
+        target_labels: ``(*spatial)`` integer label map, same shape.
+        classes: Class labels to score, or K meaning ``1..K-1``.
+        metric: Overlap score (see :func:`overlap_from_counts`).
+        empty: Empty-mask convention (a class absent from both maps gets ``overlap_both_empty``).
+
+    Returns:
+        ``(len(classes),)`` float64 scores.
+
+    """
+    return overlap_from_counts(per_class_confusion(pred_labels, target_labels, classes), metric, empty=empty)
 
 
 def _ratio(num: NDArray[np.float64], den: NDArray[np.float64], fill: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -252,7 +279,19 @@ def overlap_from_counts(
 
 
 def _scalar(metric: OverlapMetric, pred: ArrayLike, target: ArrayLike, empty: EmptyMode | EmptyConvention) -> float:
-    return float(overlap_from_counts(confusion(pred, target).counts, metric, empty=empty))
+    # scalar fast path (plain Python arithmetic) with the same rules as overlap_from_counts
+    c = confusion(pred, target)
+    tp, fp, fn = c.tp, c.fp, c.fn
+    conv = resolve_convention(empty)
+    if tp + fp + fn == 0 and metric in ("dice", "iou", "precision", "sensitivity", "volume_similarity"):
+        return float(conv.overlap_both_empty)
+    if metric in ("dice", "iou"):
+        if tp + fn == 0:
+            return float(conv.overlap_target_empty)
+        if tp + fp == 0:
+            return float(conv.overlap_pred_empty)
+        return 2 * tp / (2 * tp + fp + fn) if metric == "dice" else tp / (tp + fp + fn)
+    return float(overlap_from_counts(c.counts, metric, empty=conv))
 
 
 def dice(pred: ArrayLike, target: ArrayLike, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:

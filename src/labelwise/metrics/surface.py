@@ -10,8 +10,8 @@ definition; DeepMind's surface-distance uses area-weighted surface elements on v
 
 Speed: the masks are cropped to the bounding box of their union (found with a compiled row scan), the boundary
 is extracted in one compiled pass over the crop, voxels on both boundaries get distance 0 without a search, and
-the remaining nearest neighbours are found exactly with a KD-tree over boundary points (or, on request, an exact
-EDT of the crop).
+the others search the reference boundary in growing boxes (exact: a box of half-widths ``R / spacing`` holds every
+voxel within R mm) and the few far ones use a KD-tree over boundary points (or, on request, an exact EDT).
 
 Example:
     >>> import numpy as np
@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from labelwise.errors import DataError
 from labelwise.metrics._checks import as_masks_pair, check_spacing
-from labelwise.metrics._kernels import bbox_union, boundary_coords
+from labelwise.metrics._kernels import bbox_union, boundary_coords, local_nearest
 from labelwise.metrics.conventions import EmptyConvention, EmptyMode, resolve_convention
 
 __all__ = [
@@ -179,14 +179,16 @@ def _nearest(
     dst_edt: NDArray[np.float32] | None,
 ) -> NDArray[np.float64]:
     """Distance (mm) from each ``src`` point to its nearest ``dst`` point; shared points cost nothing."""
-    out = np.zeros(src.shape[0], dtype=np.float64)
-    shared = dst_mask[tuple(src.T)] != 0
-    todo = np.flatnonzero(~shared)
-    if todo.size == 0:
-        return out
     if method == "edt":
         assert dst_edt is not None
-        out[todo] = dst_edt[tuple(src[todo].T)]
+        return np.asarray(dst_edt[tuple(src.T)], dtype=np.float64)
+    if method == "auto":
+        out = local_nearest(src, dst_mask, spacing)
+        todo = np.flatnonzero(out < 0)
+    else:
+        out = np.zeros(src.shape[0], dtype=np.float64)
+        todo = np.flatnonzero(dst_mask[tuple(src.T)] == 0)
+    if todo.size == 0:
         return out
     from scipy.spatial import cKDTree
 
@@ -210,7 +212,8 @@ def surface_distances(
             (nonzero = foreground).
         target: Reference mask of the same shape.
         spacing_mm: Voxel size per axis in mm (one value for isotropic); default 1 mm.
-        method: ``"kdtree"`` (exact nearest neighbours over boundary points, float64; what ``"auto"`` picks) or
+        method: ``"auto"`` (exact compiled search in growing boxes around each boundary voxel, KD-tree for the
+            few far ones), ``"kdtree"`` (exact nearest neighbours over all boundary points, float64) or
             ``"edt"`` (exact Euclidean distance transform of the cropped boundary with the ``edt`` package; its
             float32 output is accurate to about 1e-7 relative).
 
@@ -242,8 +245,6 @@ def surface_distances(
     mp[tuple(bp.T)] = 1
     mt = np.zeros_like(ct)
     mt[tuple(bt.T)] = 1
-    if method == "auto":
-        method = "kdtree"
     edt_p = edt_t = None
     if method == "edt":
         import edt as edt_pkg

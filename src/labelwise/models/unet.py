@@ -46,7 +46,7 @@ def unet(
         norm: MONAI norm name ("INSTANCE", "BATCH", ...). Instance norm keeps DDP exact.
 
     """
-    from monai.networks.nets import UNet
+    from monai.networks.nets.unet import UNet
 
     return UNet(
         spatial_dims=spatial_dims,

@@ -47,15 +47,17 @@ def display_slice(array: np.ndarray, slice_index: int | None) -> np.ndarray:
     if array.ndim == 2:
         return array
     index = array.shape[-1] // 2 if slice_index is None else slice_index
-    return np.asarray(array[..., index])
+    view: np.ndarray = np.asarray(array[..., index])
+    return view
 
 
 def _image_rgb(image: np.ndarray, slice_index: int | None) -> np.ndarray:
     """``(C, *spatial)`` -> ``(H, W, 3)`` in [0, 1] with 1st/99th percentile windowing."""
     chans = [display_slice(c, slice_index) for c in image[:3]]
     arr = np.stack(chans, axis=-1) if len(chans) == 3 else np.repeat(chans[0][..., None], 3, axis=-1)
-    lo, hi = np.percentile(arr, [1, 99])
-    return np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    lo, hi = (float(v) for v in np.percentile(arr, [1, 99]))
+    rgb: np.ndarray = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    return rgb
 
 
 def _overlay(rgb: np.ndarray, label: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as _dt
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from labelwise.data import Dataset
+from labelwise.errors import DataError
 from labelwise.io import read_prediction, write_text_atomic
 from labelwise.report.figures import agreement_png, case_panel_png, reliability_png
 
-__all__ = ["MethodResult", "build_report", "case_panels"]
+__all__ = ["MethodResult", "build_report", "case_panels", "load_evaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,55 @@ class MethodResult:
     summary: Mapping[str, Mapping[str, float]]
     pred_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def load_evaluation(
+    eval_dir: str | Path,
+    name: str | None = None,
+    pred_dir: str | Path | None = None,
+    references: Sequence[str] = ("majority", "mean_of_raters"),
+) -> MethodResult:
+    """Read ``summary.json`` written by ``labelwise evaluate`` into a :class:`MethodResult`.
+
+    Only the consensus references (``majority`` for hard metrics, ``mean_of_raters`` for soft ones, by default)
+    are kept; per-rater references stay in ``per_case.csv``. With several foreground classes, metric names get a
+    ``[class]`` suffix.
+
+    Args:
+        eval_dir: Folder holding ``summary.json``.
+        name: Label of the method (default: the method recorded in the summary).
+        pred_dir: Prediction folder for figures (default: the one recorded in the summary, if it exists).
+        references: Reference names to keep, in order of preference.
+
+    """
+    path = Path(eval_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        metrics = summary["metrics"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise DataError(f"not a labelwise evaluation summary ({exc})", path) from None
+    classes = sorted({c for by_class in metrics.values() for c in by_class})
+    flat: dict[str, dict[str, float]] = {}
+    for metric, by_class in metrics.items():
+        for cls, by_ref in by_class.items():
+            ref = next((r for r in references if r in by_ref), None)
+            if ref is None:
+                continue
+            stats = by_ref[ref]
+            key = metric if len(classes) == 1 else f"{metric}[{cls}]"
+            flat[key] = {
+                k: v
+                for k, v in {
+                    "mean": stats.get("mean"),
+                    "std": stats.get("std"),
+                    "ci_low": stats.get("ci95_low"),
+                    "ci_high": stats.get("ci95_high"),
+                }.items()
+                if v is not None
+            }
+    recorded = summary.get("pred_dir")
+    pdir = Path(pred_dir) if pred_dir else Path(recorded) if recorded and Path(recorded).is_dir() else None
+    return MethodResult(name or str(summary.get("method", Path(eval_dir).name)), flat, pdir)
 
 
 _TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
@@ -83,7 +135,7 @@ def case_panels(dataset: Dataset, case_id: str, results: Sequence[MethodResult])
         panels.append((f"{res.name}: p(fg)", fg, "prob"))
         for k, s in enumerate((pred.samples if pred.samples is not None else [])[:4]):
             panels.append((f"{res.name}: sample {k}", s, "label"))
-        rater_maps = pred.raters if pred.raters is not None else []
+        rater_maps = list(pred.raters) if pred.raters is not None else []
         for rid, m in zip(dataset.rater_ids or [str(i) for i in range(len(rater_maps))], rater_maps, strict=False):
             panels.append((f"{res.name}: as {rid}", m, "label"))
         if pred.uncertainty is not None:
@@ -180,9 +232,9 @@ def build_report(
         for name in res.summary:
             if name not in metric_names:
                 metric_names.append(name)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for res in results:
-        cells = []
+        cells: list[dict[str, Any]] = []
         for m in metric_names:
             stats = res.summary.get(m, {})
             cells.append({"text": _fmt(stats), "mean": stats.get("mean")})

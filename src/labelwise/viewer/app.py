@@ -13,7 +13,8 @@ API (JSON unless noted)::
     GET  /api/cases/{id}/slice/{z}.png?layer=  one slice as PNG (image: grey/RGB; label layers: class index)
     POST /api/cases/{id}/review                {"decision": "accept"|"reject"|"flag", "comment", "user"}
     POST /api/cases/{id}/correction            {"slice", "width", "height", "data": base64 uint8, "base", "user"}
-    POST /api/cases/{id}/propagate             {"slice", "user"}: propagate the slice through the volume
+    POST /api/cases/{id}/propagate             {"slice", "extent", "user"}: propagate the saved corrections to the
+                                               unpainted slices within ``extent`` (default 10) of ``slice``
 
 Layers: ``image``, ``rater/<id>``, ``consensus`` (majority vote), ``pred``, ``prob`` (foreground probability x255),
 ``sample/<k>``, ``predrater/<k>``, ``uncertainty`` (x255 of its max), ``correction`` (latest saved version).
@@ -107,7 +108,8 @@ class ViewerState:
         kind, _, key = layer.partition("/")
         pred = self.prediction(case_id)
         if kind == "rater" and key in case.rater_ids:
-            return case.raters[case.rater_ids.index(key)]
+            rater: np.ndarray = case.raters[case.rater_ids.index(key)]
+            return rater
         if kind == "consensus" and case.num_raters:
             from labelwise.labels import majority_vote
 
@@ -118,16 +120,20 @@ class ViewerState:
                 return latest
         if pred is not None:
             if kind == "pred":
-                return np.asarray(pred.label)
+                label: np.ndarray = np.asarray(pred.label)
+                return label
             if kind == "prob":
                 fg = pred.probs[1:].sum(axis=0) if pred.probs.shape[0] > 1 else pred.probs[0]
-                return np.clip(np.rint(fg * 255), 0, 255).astype(np.uint8)
+                prob: np.ndarray = np.clip(np.rint(fg * 255), 0, 255).astype(np.uint8)
+                return prob
             if kind == "uncertainty" and pred.uncertainty is not None:
                 u = pred.uncertainty
-                return np.clip(np.rint(255 * u / max(float(u.max()), 1e-6)), 0, 255).astype(np.uint8)
+                unc: np.ndarray = np.clip(np.rint(255 * u / max(float(u.max()), 1e-6)), 0, 255).astype(np.uint8)
+                return unc
             stack = pred.samples if kind == "sample" else pred.raters if kind == "predrater" else None
             if stack is not None and key.isdigit() and int(key) < len(stack):
-                return np.asarray(stack[int(key)])
+                member: np.ndarray = np.asarray(stack[int(key)])
+                return member
         raise KeyError(layer)
 
     def slice_png(self, case_id: str, z: int, layer: str) -> bytes:
@@ -349,13 +355,22 @@ def create_app(state: ViewerState) -> Any:
             if case.spatial_dims != 3:
                 raise ValueError("propagation needs a 3D case")
             z = int(payload["slice"])
+            extent = int(payload.get("extent", 10))
+            if extent < 1:
+                raise ValueError("extent must be >= 1 slice")
             latest = state.store.latest(case_id, 3)
             if latest is None:
                 raise ValueError("save a corrected slice first")
+            painted = {s for v in state.store.versions(case_id) if v.action == "paint" for s in v.slices}
+            if z not in painted:
+                raise ValueError(f"slice {z} has no saved correction; paint and save it first")
             from labelwise.methods.propagation import propagate as propagate_volume
 
-            filled = propagate_volume(case.image, {z: latest[..., z]})
-            slices = {k: filled[..., k].astype(np.int16) for k in range(filled.shape[-1]) if k != z}
+            anchors = {s: latest[..., s] for s in sorted(painted)}
+            result = propagate_volume(case.image, anchors, num_classes=len(case.class_names), allow_empty=True)
+            depth = latest.shape[-1]
+            targets = [k for k in range(max(0, z - extent), min(depth, z + extent + 1)) if k not in painted]
+            slices = {k: result.labels[..., k].astype(np.int16) for k in targets}
             entry = state.store.save_slices(
                 case_id,
                 latest,

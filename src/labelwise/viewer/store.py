@@ -174,7 +174,7 @@ class ReviewStore:
             entry = CorrectionVersion(
                 case_id, number, rel, user[:100], _now(), tuple(sorted(slices)), action, base_name
             )
-            data = self._read(self.corrections_path, "labelwise-corrections", "versions", [])
-            data["versions"].append({**entry.__dict__, "slices": list(entry.slices)})
-            write_json_atomic(self.corrections_path, data)
+            catalogue = self._read(self.corrections_path, "labelwise-corrections", "versions", [])
+            catalogue["versions"].append({**entry.__dict__, "slices": list(entry.slices)})
+            write_json_atomic(self.corrections_path, catalogue)
             return entry

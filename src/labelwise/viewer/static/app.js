@@ -17,7 +17,7 @@ async function api(path, options) {
 const post = (path, payload) => api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(payload) });
 
 function layerColour(name) {
-  if (name === "consensus") return [255, 255, 255];
+  if (name === "consensus") return [250, 250, 250];
   if (name === "pred") return [0, 200, 255];
   if (name === "correction" || name === "edit") return [255, 0, 255];
   const idx = state.meta ? state.meta.layers.indexOf(name) : 1;
@@ -62,7 +62,8 @@ async function openCase(id) {
   state.edit = null;
   state.images = {};
   $("case-view").hidden = false;
-  $("case-title").textContent = `${id}  ${JSON.stringify(state.meta.image_labels)}`;
+  const tags = Object.entries(state.meta.image_labels).map(([k, v]) => `${k}=${v}`).join(", ");
+  $("case-title").textContent = tags ? `${id} (${tags})` : id;
   $("slice").max = state.meta.slices - 1;
   $("slice").value = state.slice;
   $("slice-row").hidden = state.meta.slices <= 1;

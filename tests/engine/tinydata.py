@@ -33,7 +33,10 @@ def disc_dataset(
         dist = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)))
         img = (dist < radius).astype(np.float32) * 2 + rng.normal(0, 0.3, shape).astype(np.float32)
         image = np.stack([img + c for c in range(channels)])
-        maps = {f"r{j}": (dist < radius + (j - (raters - 1) / 2)).astype(np.int16) * (len(classes) - 1) for j in range(raters)}
+        maps = {
+            f"r{j}": (dist < radius + (j - (raters - 1) / 2)).astype(np.int16) * (len(classes) - 1)
+            for j in range(raters)
+        }
         w.add_case(f"case{i:02d}", image, maps, spacing_mm=(1.0,) * spatial_dims, split=split)
     w.finish()
     return Dataset(dest)

@@ -1,0 +1,159 @@
+"""k-labelled-slice protocol for the semi-supervised methods (docs/results.md, "Semi-supervised 3D").
+
+For one 3D case: choose k labelled slices (evenly spaced over the labelled ones), train on them plus every other
+slice as unlabelled, and test on the held-out labelled slices. Compared: supervised-only (``cps`` with
+``cps_weight=0``), ``cps``, training-free propagation from the k labelled slices, ``cps`` + propagation from the
+reference model's largest-area slice per class (FLARE22 inference), and ``cps`` retrained with pseudo-labels
+selected by agreement certainty (vote of CPS net a, net b and the propagation).
+
+Usage::
+
+    python benchmarks/semisup_protocol.py totalseg --data /tmp/h7/totalseg --work /tmp/h7/runs_ts --k 1 3 5 10
+    python benchmarks/semisup_protocol.py mni --data /tmp/h7/mni152 --work /tmp/h7/runs_mni --k 1 3 5 10
+
+``mni`` first writes a 2x down-sampled copy of the imported MNI152 dataset (99x117x95, 2 mm) whose labelled
+slices are the non-empty ones. Results are appended as JSON lines to ``WORK/results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from labelwise.data import Dataset, DatasetWriter
+from labelwise.data.slices import k_slice_split, nonempty_slices
+from labelwise.engine import config_from_dict
+from labelwise.methods.cps import CPSConfig, CPSMethod, CPSPredictor, case_target
+from labelwise.methods.propagation import propagate, propagate_from_reference
+from labelwise.methods.supervised import model_case
+from labelwise.metrics import dice, nsd
+from labelwise.uncertainty import write_pseudo_labels
+
+SETTINGS = {
+    "totalseg": {
+        "classes": ["liver", "spleen", "kidney_left", "kidney_right"],
+        "rater": "model",
+        "ct_windows": True,
+        "tolerance_mm": 3.0,
+    },
+    "mni": {"classes": None, "rater": None, "ct_windows": False, "tolerance_mm": 2.0},
+}
+
+
+def downsampled_mni(src: Path, dest: Path) -> Path:
+    """2x down-sampled MNI152 dataset whose labelled slices are the non-empty ones."""
+    if (dest / "dataset.json").exists():
+        return dest
+    ds = Dataset(src)
+    case = ds[ds.ids[0]]
+    img = case.image[:, ::2, ::2, ::2]
+    lab = case.raters[0][::2, ::2, ::2]
+    aff = case.affine.copy()
+    aff[:3, :3] *= 2
+    w = DatasetWriter(dest, "mni152-ds2", 3, ds.class_names, ds.rater_ids)
+    w.add_case("mni152", img, {"p50": lab}, tuple(2 * s for s in case.spacing_mm), aff, split="train",
+               labelled_slices=nonempty_slices(lab))
+    w.finish()
+    return dest
+
+
+def scores(pred: np.ndarray, gt: np.ndarray, test: list[int], k: int, spacing: tuple[float, ...], tol: float) -> dict:
+    """Per-class DSC (pooled over the test slices) and NSD (2D per test slice, averaged); both-empty = 1."""
+    out: dict[str, float] = {}
+    d_all, n_all = [], []
+    for c in range(1, k):
+        p, g = pred[..., test] == c, gt[..., test] == c
+        d = dice(p, g)
+        n = float(np.mean([nsd(p[..., i], g[..., i], spacing[:2], tolerance_mm=tol) for i in range(len(test))]))
+        out[f"dsc_{c}"], out[f"nsd_{c}"] = d, n
+        d_all.append(d)
+        n_all.append(n)
+    out["dsc"], out["nsd"] = float(np.mean(d_all)), float(np.mean(n_all))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("setting", choices=sorted(SETTINGS))
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10])
+    ap.add_argument("--retrain-k", type=int, nargs="*", default=[5])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=25)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    st = SETTINGS[args.setting]
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = downsampled_mni(args.data, args.work / "data") if args.setting == "mni" else args.data
+    ds = Dataset(data)
+    case = ds[ds.ids[0]]
+    results = args.work / "results.jsonl"
+
+    def base_cfg(k: int, weight: float, pseudo: str | None = None) -> CPSConfig:
+        return config_from_dict(CPSConfig, {
+            "model": {"name": "unet", "kwargs": {"channels": [16, 32, 64, 128], "num_res_units": 1}},
+            "cps_weight": weight, "rater": st["rater"], "classes": st["classes"], "train_slices": k,
+            "ct_windows": st["ct_windows"], "pseudo_labels": pseudo,
+            "train": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch_size": 4, "amp": False,
+                      "progress": False, "lr": 2e-3},
+        })
+
+    def record(k: int, variant: str, res: dict, seconds: float) -> None:
+        row = {"setting": args.setting, "k": k, "variant": variant, "seconds": round(seconds, 1), **res}
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        logging.info("%s", row)
+
+    for k in args.k:
+        cfg0 = base_cfg(k, 0.0)
+        split = k_slice_split(case, k, "even", cfg0.train.seed)
+        t0 = time.perf_counter()
+        CPSMethod.fit(ds, cfg0, args.work / f"sup_k{k}")
+        sup = CPSPredictor(args.work / f"sup_k{k}", "cpu")
+        plan = sup.plan
+        nk = plan.num_classes
+        mc = model_case(case, plan)
+        target = case_target(mc, cfg0, nk)
+        assert target is not None
+        gt = np.argmax(target, 0)
+        test = list(split.test)
+        sp = case.spacing_mm
+        record(k, "supervised", scores(sup.predict(case).label, gt, test, nk, sp, st["tolerance_mm"]),
+               time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        prop = propagate(case.image, {z: gt[..., z] for z in split.train}, None, num_classes=nk, allow_empty=True)
+        record(k, "propagation (k slices, training-free)", scores(prop.labels, gt, test, nk, sp, st["tolerance_mm"]),
+               time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        CPSMethod.fit(ds, base_cfg(k, 0.1), args.work / f"cps_k{k}")
+        cps = CPSPredictor(args.work / f"cps_k{k}", "cpu").predict(case, members=True)
+        record(k, "cps", scores(cps.label, gt, test, nk, sp, st["tolerance_mm"]), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ref = propagate_from_reference(case.image, cps.label, nk, None, stride=5)
+        record(k, "cps + propagation (FLARE reference slices)", scores(ref.labels, gt, test, nk, sp,
+               st["tolerance_mm"]), time.perf_counter() - t0)
+        if k not in args.retrain_k:
+            continue
+        t0 = time.perf_counter()
+        assert cps.samples is not None
+        maps = [cps.samples[0], cps.samples[1], ref.labels]
+        rep = write_pseudo_labels(ds, {case.id: maps}, args.work / f"pseudo_k{k}", plan.class_names,
+                                  threshold=0.9, chunk_size=4, skip_labelled=False, overwrite=True)
+        CPSMethod.fit(ds, base_cfg(k, 0.1, str(args.work / f"pseudo_k{k}")), args.work / f"retrain_k{k}")
+        re = CPSPredictor(args.work / f"retrain_k{k}", "cpu").predict(case)
+        res = scores(re.label, gt, test, nk, sp, st["tolerance_mm"])
+        res["pseudo_kept_units"] = rep.kept_units
+        res["pseudo_total_units"] = len(rep.decisions)
+        record(k, "cps + pseudo-label retraining", res, time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""``labelwise evaluate``: score a prediction folder against a dataset (thin wrapper of the metrics runner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Prediction folder (with predictions.json)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (with dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for per_case.csv, summary.json, summary.md."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: train, val, test or all."),
+    metrics: str = typer.Option(
+        "", "--metrics", help="Comma-separated metric names (default: all applicable). E.g. dice,hd95,nsd."
+    ),
+    tolerance_mm: float = typer.Option(1.0, "--tolerance-mm", min=0.0, help="NSD tolerance in mm."),
+    percentile: float = typer.Option(95.0, "--percentile", min=0.0, max=100.0, help="Percentile of the hd95 column."),
+    empty: str = typer.Option(
+        "labelwise", "--empty", help="Empty-mask convention: labelwise, flare, nnunet, monai, metricsreloaded."
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel worker processes."),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=0, help="Bootstrap resamples for the 95% CI."),
+) -> None:
+    """Score predictions against each rater and the majority vote; write per-case and summary tables.
+
+    Exit code 1 when any case failed (missing or broken prediction); the other cases are still scored.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from labelwise.errors import ConfigError
+    from labelwise.metrics.conventions import CONVENTIONS
+    from labelwise.metrics.evaluation import DEFAULT_METRICS, EvaluationConfig, evaluate_folder, write_outputs
+
+    if empty not in CONVENTIONS:
+        raise ConfigError(f"--empty must be one of {', '.join(CONVENTIONS)}, got {empty!r}")
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip()) or DEFAULT_METRICS
+    cfg = EvaluationConfig(
+        metrics=names,
+        tolerance_mm=tolerance_mm,
+        percentile=percentile,
+        empty=empty,  # type: ignore[arg-type]
+        n_bootstrap=n_bootstrap,
+    )
+    console = Console(stderr=True)
+    cols = (
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    from labelwise.data import Dataset
+
+    n_cases = len(Dataset(data).split_ids(None if split == "all" else split))
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task("", total=n_cases)
+
+        def done(case_id: str, error: str | None) -> None:
+            bar.advance(task)
+            if error:
+                console.print(f"[red]failed[/red] {case_id}: {error}", highlight=False)
+
+        result = evaluate_folder(
+            pred, data, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
+        )
+    paths = write_outputs(result, out)
+    s = result.summary
+    console.print(f"scored {s['n_scored']}/{s['n_cases']} cases; wrote {', '.join(p.name for p in paths)} to {out}")
+    if result.failures:
+        typer.secho(f"error: {len(result.failures)} case(s) failed (see summary.json)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,74 @@
+"""``labelwise pseudo-label PRED_DIR... --data DATASET --out NEW_DATASET``: keep certain pseudo-labels.
+
+Each PRED_DIR is a prediction folder (``labelwise predict``). For every case present in all of them, the label
+maps (plus the ``samples`` of each folder with ``--samples``, e.g. the two CPS networks) are the predictions
+whose agreement gives the certainty: mean per-class IoU of each prediction to the plurality vote, per chunk of
+``--chunk`` slices (whole cases without it). Units with certainty >= ``--threshold`` (0.9) are kept, or, with
+``--scores FILE``, cases whose external score (e.g. a label-quality estimator's predicted Dice) is >= threshold.
+The vote on kept units is written as a new dataset (rater ``pseudo``; DATASET is not modified) with
+``pseudo_report.json`` listing every unit, its score and whether it was kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["pseudo_label"]
+
+
+def pseudo_label(
+    pred_dirs: list[Path] = typer.Argument(..., help="Prediction folders of the same dataset."),
+    data: Path = typer.Option(..., "--data", help="The dataset the predictions belong to."),
+    out: Path = typer.Option(..., "--out", help="New dataset folder for the selected pseudo-labels."),
+    threshold: float = typer.Option(0.9, "--threshold", help="Keep units with score >= threshold."),
+    chunk: int | None = typer.Option(None, "--chunk", help="3D: slices per certainty chunk (default: whole case)."),
+    scores: Path | None = typer.Option(None, "--scores", help="JSON/CSV of external per-case scores to select on."),
+    samples: bool = typer.Option(False, "--samples", help="Also use each folder's sample maps as predictions."),
+    skip_labelled: bool = typer.Option(
+        True, "--skip-labelled/--keep-labelled", help="Leave slices/cases that already have labels alone."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
+) -> None:
+    """Select pseudo-labels by agreement certainty (or external scores) and write them as a new dataset."""
+    from labelwise.cli.common import progress
+    from labelwise.data import Dataset
+    from labelwise.errors import DataError
+    from labelwise.io import PredictionIndex, read_prediction
+    from labelwise.uncertainty import load_quality_scores, write_pseudo_labels
+
+    ds = Dataset(data)
+    indexes = [PredictionIndex.load(p) for p in pred_dirs]
+    names = indexes[0].class_names
+    for p, ix in zip(pred_dirs, indexes, strict=True):
+        if ix.class_names != names:
+            raise DataError(f"class names {list(ix.class_names)} differ from {pred_dirs[0]}'s {list(names)}", p)
+    common = [c for c in indexes[0].cases if all(c in ix.cases for ix in indexes[1:])]
+    if not common:
+        raise DataError("no case is present in every prediction folder", pred_dirs[0])
+    preds = {}
+    for case_id in progress(common, "reading predictions"):
+        maps = []
+        for p in pred_dirs:
+            pr = read_prediction(p, case_id, ds.spatial_dims)
+            maps.append(pr.label)
+            if samples and pr.samples is not None:
+                maps.extend(list(pr.samples))
+        preds[case_id] = maps
+    ext = load_quality_scores(scores) if scores is not None else None
+    report = write_pseudo_labels(
+        ds,
+        preds,
+        out,
+        names,
+        threshold=threshold,
+        chunk_size=chunk,
+        scores=ext,
+        skip_labelled=skip_labelled,
+        overwrite=overwrite,
+    )
+    typer.echo(
+        f"kept {report.kept_units}/{len(report.decisions)} unit(s) ({report.signal} >= {threshold}); "
+        f"wrote {len(report.cases_written)} case(s) -> {out}"
+    )

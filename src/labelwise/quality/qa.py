@@ -1,0 +1,400 @@
+"""Label-quality review: score every mask of a dataset with a trained Quality Sentinel and rank them.
+
+:func:`run_qa` is what ``labelwise qa`` calls. Candidates come from one of
+
+* ``raters``: every rater map of every case (minus the reference rater, if one is named);
+* ``masks``: the label maps ``<case>.nii.gz`` of a prediction folder (``labelwise predict`` output or any
+  tool's label maps in the case geometry);
+* ``perturb``: N seeded perturbations of the reference per (slice, structure) (for evaluating the estimator).
+
+Outputs (in ``out``)::
+
+    quality.csv        case, structure, source, predicted_dice, rank (1 = worst), n_slices, empty
+                       [, true_dice] [, softmax, entropy, tta_dice]   one row per (case, structure, source)
+    review_queue.csv   the same rows sorted worst first (rank, case, structure, source, predicted_dice, ...)
+    case_quality.csv   case, source, predicted_dice (mean over structures), n_structures
+    slices.csv         case, structure, source, slice, predicted_dice [, true_dice] [, baselines]
+    evaluation.json    only with a reference: Pearson, Spearman, Kendall, MAE, top-10% worst-case recall of
+                       the sentinel and of each baseline, at structure and at slice level
+
+With a reference the true Dice of a structure is computed over all allowed slices (3D) with both-empty = 1;
+per slice over that slice. ``reference="others"`` scores each rater against the majority vote of the *other*
+raters (ties go to background).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from labelwise.data import Case, Dataset
+from labelwise.errors import ConfigError, DataError
+
+__all__ = ["QAResult", "QARow", "run_qa", "write_qa"]
+
+logger = logging.getLogger(__name__)
+
+CandidateMode = Literal["raters", "masks", "perturb"]
+BASELINES = ("softmax", "entropy", "tta_dice")
+
+
+@dataclass
+class QARow:
+    """One scored (case, structure, source)."""
+
+    case: str
+    structure: str
+    source: str
+    predicted_dice: float
+    n_slices: int
+    empty: bool
+    true_dice: float | None = None
+    baselines: dict[str, float] | None = None
+    slices: tuple[int | None, ...] = ()
+    slice_pred: tuple[float, ...] = ()
+    slice_true: tuple[float, ...] = ()
+    slice_baselines: dict[str, tuple[float, ...]] | None = None
+
+
+@dataclass
+class QAResult:
+    """All rows plus, with a reference, the evaluation of the sentinel and the baselines."""
+
+    rows: list[QARow]
+    evaluation: dict[str, Any] | None = None
+
+
+def _loo_majority(case: Case, rater: str) -> np.ndarray:
+    others = [case.raters[i] for i, r in enumerate(case.rater_ids) if r != rater]
+    if not others:
+        raise DataError(f"case {case.id}: reference 'others' needs at least two raters")
+    stack = np.stack(others)
+    k = int(stack.max()) + 1
+    counts = np.stack([(stack == c).sum(axis=0) for c in range(k)])
+    best = counts.max(axis=0)
+    out = np.argmax(counts, axis=0)
+    # a tie with background goes to background
+    return np.asarray(np.where(counts[0] == best, 0, out), dtype=np.int16)
+
+
+def _reference(case: Case, reference: str | None, source: str) -> np.ndarray | None:
+    from labelwise.methods.sentinel import reference_map
+
+    if reference is None:
+        return None
+    if reference == "others":
+        return _loo_majority(case, source)
+    if reference == "majority":
+        return reference_map(case, None)
+    if reference not in case.rater_ids:
+        raise DataError(f"case {case.id}: reference rater {reference!r} is not among {list(case.rater_ids)}")
+    return reference_map(case, reference)
+
+
+def _candidates(
+    case: Case, mode: CandidateMode, masks: Path | None, reference: str | None
+) -> Iterable[tuple[str, np.ndarray]]:
+    if mode == "raters":
+        skip = reference if reference not in (None, "majority", "others") else None
+        for i, rid in enumerate(case.rater_ids):
+            if rid != skip:
+                yield rid, np.asarray(case.raters[i])
+    elif mode == "masks":
+        from labelwise.io import read_label
+
+        assert masks is not None
+        path = masks / f"{case.id}.nii.gz"
+        if not path.is_file():
+            logger.warning("no mask for case %s in %s", case.id, masks)
+            return
+        yield f"masks:{masks.name}", read_label(path, case.spatial_dims).array
+
+
+def run_qa(
+    model: str | Path,
+    data: str | Path | Dataset,
+    mode: CandidateMode = "raters",
+    masks: str | Path | None = None,
+    split: str | None = None,
+    reference: str | None = None,
+    structures: Sequence[str] | None = None,
+    heldout_only: bool = False,
+    baselines: bool = False,
+    perturbations: int = 10,
+    seed: int = 0,
+    device: str | None = None,
+    track: Callable[[Iterable[Case], str, int], Iterable[Case]] | None = None,
+) -> QAResult:
+    """Score masks with a trained sentinel run.
+
+    Args:
+        model: Sentinel run directory.
+        data: Dataset folder (or a loaded :class:`Dataset`).
+        mode: Candidate source (see the module docstring).
+        masks: Prediction folder for ``mode="masks"``.
+        split: Only cases of this split (default: all).
+        reference: Ground truth for evaluation: a rater id, ``"majority"`` or ``"others"`` (None: no truth).
+            Required for ``mode="perturb"``.
+        structures: Structure names to score (unknown names raise :class:`DataError`).
+        heldout_only: 3D: only the slices the run held out of training (``slice_holdout``).
+        baselines: Also compute the segmentation model's uncertainty baselines.
+        perturbations: Perturbations per (slice, structure) for ``mode="perturb"``.
+        seed: Seed of the perturbations.
+        device: Torch device.
+        track: Progress wrapper ``track(cases, description, total)``.
+
+    Returns:
+        The rows (and the evaluation when ``reference`` is given).
+
+    """
+    from labelwise.engine import RunDir
+    from labelwise.methods.sentinel import (
+        SentinelPredictor,
+        _take,
+        dice,
+        score_label_map,
+        structure_names,
+    )
+
+    ds = data if isinstance(data, Dataset) else Dataset(data)
+    if mode == "masks" and masks is None:
+        raise ConfigError("mode 'masks' needs a prediction folder (--masks)")
+    if mode == "perturb" and reference is None:
+        raise ConfigError("mode 'perturb' needs a reference (--reference RATER|majority)")
+    if reference == "others" and mode != "raters":
+        raise ConfigError("reference 'others' (leave-one-rater-out majority) only applies to --raters")
+    if structures is not None:
+        structure_names(ds.class_names, structures)
+    masks_path = Path(masks) if masks is not None else None
+    if masks_path is not None and not masks_path.is_dir():
+        raise DataError("prediction folder not found", masks_path)
+    predictor = SentinelPredictor(model, device)
+    held = RunDir(model).read_meta().get("heldout_slices", {}) if heldout_only else {}
+    if heldout_only and not held:
+        raise ConfigError(f"{model}: the run held no slices out (train with slice_holdout > 0)")
+    if baselines and predictor.segmenter is None:
+        raise ConfigError(f"{model}: no segmentation model in this run, so no uncertainty baselines")
+    cases_ids = ds.split_ids(split)
+    cases: Iterable[Case] = (ds[c] for c in cases_ids)
+    if track is not None:
+        cases = track(cases, "scoring", len(cases_ids))
+    rows: list[QARow] = []
+    rng = np.random.default_rng(seed)
+    for case in cases:
+        allowed: list[int] | None = None
+        if case.spatial_dims == 3:
+            allowed = list(case.labelled_slices) if case.labelled_slices is not None else None
+            if heldout_only:
+                if case.id not in held:
+                    continue
+                allowed = list(held[case.id])
+        seg = predictor.segmenter_probs(case, allowed) if baselines else None
+        if mode == "perturb":
+            rows.extend(_perturb_rows(predictor, case, reference, structures, allowed, perturbations, rng, seg))
+            continue
+        for source, lab in _candidates(case, mode, masks_path, reference):
+            if lab.shape != case.spatial_shape:
+                raise DataError(f"case {case.id}: mask {source} has shape {lab.shape}, image {case.spatial_shape}")
+            ref = _reference(case, reference, source)
+            scores = score_label_map(predictor, case, lab, structures, allowed, seg)
+            for s in scores:
+                row = QARow(
+                    case.id,
+                    s.structure,
+                    source,
+                    s.predicted_dice,
+                    len(s.slices),
+                    s.empty,
+                    baselines=s.baselines or None,
+                    slices=s.slices,
+                    slice_pred=s.slice_scores,
+                    slice_baselines=s.slice_baselines or None,
+                )
+                if ref is not None:
+                    k = case.class_names.index(s.structure)
+                    c3, r3 = lab == k, ref == k
+                    if allowed is not None:
+                        c3, r3 = c3[..., allowed], r3[..., allowed]
+                    row.true_dice = dice(c3, r3)
+                    row.slice_true = tuple(dice(_take(lab == k, z), _take(ref == k, z)) for z in s.slices)
+                rows.append(row)
+    return QAResult(rows, _evaluate(rows) if reference is not None else None)
+
+
+def _perturb_rows(
+    predictor: Any,
+    case: Case,
+    reference: str | None,
+    structures: Sequence[str] | None,
+    allowed: list[int] | None,
+    n: int,
+    rng: np.random.Generator,
+    seg: Any,
+) -> list[QARow]:
+    from labelwise.methods.sentinel import (
+        _seg_slice,
+        _take,
+        crop_input,
+        intensity_unit,
+        perturb_mask,
+        slice_indices,
+        structure_names,
+        uncertainty_scores,
+    )
+
+    ref = _reference(case, reference, "")
+    if ref is None:
+        return []
+    cfg = predictor.config
+    unit = intensity_unit(case.image, cfg.ct_clip)
+    out: list[QARow] = []
+    todo = structure_names(case.class_names, structures)
+    for k, name in todo:
+        r3 = ref == k
+        if not r3.any():
+            continue
+        zs: list[int | None] = (
+            [None] if case.spatial_dims == 2 else list(slice_indices(r3, cfg.slices_per_structure, allowed))
+        )
+        for z in zs:
+            gt = _take(r3, z)
+            if not gt.any():
+                continue
+            for i, (cand, rec, d) in enumerate(perturb_mask(_take(ref, z), k, n, rng, case.spacing_mm[:2])):
+                src = f"perturb:{i}:" + "+".join(str(o["kind"]) for o in rec)
+                if not cand.any():
+                    out.append(
+                        QARow(case.id, name, src, 0.0, 0, True, d, slices=(z,), slice_pred=(0.0,), slice_true=(d,))
+                    )
+                    continue
+                x = crop_input(_take(unit, z), cand, cfg.crop_size, cfg.crop_margin)
+                p = float(predictor.score_inputs(x[None], [name])[0])
+                bl = None
+                if seg is not None:
+                    bl = uncertainty_scores(_seg_slice(seg, z), cand, k)
+                out.append(
+                    QARow(
+                        case.id,
+                        name,
+                        src,
+                        p,
+                        1,
+                        False,
+                        d,
+                        bl,
+                        (z,),
+                        (p,),
+                        (d,),
+                        {kk: (v,) for kk, v in bl.items()} if bl else None,
+                    )
+                )
+    return out
+
+
+def _report(pred: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+    from labelwise.metrics import quality_report
+
+    if len(pred) < 2:
+        return {"n": float(len(pred))}
+    rep = quality_report(pred, true)
+    return {"n": float(len(pred)), **rep}
+
+
+def _evaluate(rows: Sequence[QARow]) -> dict[str, Any]:
+    """Quality metrics of the sentinel and each baseline, at structure and slice level (non-empty rows only)."""
+    scored = [r for r in rows if not r.empty and r.true_dice is not None]
+    out: dict[str, Any] = {"structure": {}, "slice": {}}
+    true = [float(r.true_dice) for r in scored if r.true_dice is not None]
+    out["structure"]["sentinel"] = _report([r.predicted_dice for r in scored], true)
+    st_pred = [p for r in scored for p in r.slice_pred]
+    st_true = [t for r in scored for t in r.slice_true]
+    out["slice"]["sentinel"] = _report(st_pred, st_true)
+    if scored and scored[0].baselines:
+        for b in BASELINES:
+            out["structure"][b] = _report([r.baselines[b] for r in scored if r.baselines], true)
+            out["slice"][b] = _report([v for r in scored if r.slice_baselines for v in r.slice_baselines[b]], st_true)
+    out["empty_candidates"] = sum(r.empty for r in rows)
+    out["true_dice_mean"] = float(np.mean(true)) if true else float("nan")
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def write_qa(result: QAResult, out: str | Path) -> list[Path]:
+    """Write ``quality.csv``, ``review_queue.csv``, ``case_quality.csv``, ``slices.csv`` (+ ``evaluation.json``).
+
+    Each file is written atomically; returns the written paths.
+    """
+    import io
+    import json
+
+    from labelwise.io.atomic import write_json_atomic, write_text_atomic
+
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = result.rows
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].predicted_dice, rows[i].case, rows[i].structure))
+    rank = {i: r + 1 for r, i in enumerate(order)}
+    has_true = any(r.true_dice is not None for r in rows)
+    has_base = any(r.baselines for r in rows)
+    head = ["case", "structure", "source", "predicted_dice", "rank", "n_slices", "empty"]
+    head += ["true_dice"] if has_true else []
+    head += list(BASELINES) if has_base else []
+
+    def line(i: int) -> list[str]:
+        r = rows[i]
+        vals = [r.case, r.structure, r.source, _fmt(r.predicted_dice), str(rank[i]), str(r.n_slices), str(int(r.empty))]
+        if has_true:
+            vals.append(_fmt(r.true_dice))
+        if has_base:
+            vals += [_fmt(r.baselines[b]) if r.baselines else "" for b in BASELINES]
+        return vals
+
+    def table(header: list[str], body: Iterable[list[str]]) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(body)
+        return buf.getvalue()
+
+    paths = [dest / "quality.csv", dest / "review_queue.csv", dest / "case_quality.csv", dest / "slices.csv"]
+    write_text_atomic(paths[0], table(head, (line(i) for i in range(len(rows)))))
+    q_head = ["rank", *[h for h in head if h != "rank"]]
+    write_text_atomic(
+        paths[1],
+        table(q_head, ([str(rank[i]), *[v for h, v in zip(head, line(i), strict=True) if h != "rank"]] for i in order)),
+    )
+    per_case: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        per_case.setdefault((r.case, r.source), []).append(r.predicted_dice)
+    write_text_atomic(
+        paths[2],
+        table(
+            ["case", "source", "predicted_dice", "n_structures"],
+            ([c, s, _fmt(float(np.mean(v))), str(len(v))] for (c, s), v in sorted(per_case.items())),
+        ),
+    )
+    s_head = ["case", "structure", "source", "slice", "predicted_dice"] + (["true_dice"] if has_true else [])
+    s_head += list(BASELINES) if has_base else []
+    body = []
+    for r in rows:
+        for j, z in enumerate(r.slices):
+            v = [r.case, r.structure, r.source, "" if z is None else str(z), _fmt(r.slice_pred[j])]
+            if has_true:
+                v.append(_fmt(r.slice_true[j]) if j < len(r.slice_true) else "")
+            if has_base:
+                v += [_fmt(r.slice_baselines[b][j]) if r.slice_baselines else "" for b in BASELINES]
+            body.append(v)
+    write_text_atomic(paths[3], table(s_head, body))
+    if result.evaluation is not None:
+        paths.append(dest / "evaluation.json")
+        write_json_atomic(paths[-1], json.loads(json.dumps(result.evaluation, default=float)))
+    return paths

@@ -1,0 +1,122 @@
+"""CLTN method: training without masks through the CLI, the GAN step, config checks, slice-level CT datasets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+from weakdata import make_weak_dataset
+
+from labelwise.cli.main import app
+from labelwise.data import Dataset, DatasetWriter
+from labelwise.data.domains import DomainConfig, write_slice_label_dataset
+from labelwise.errors import ConfigError, DataError
+from labelwise.methods.cltn import CLTNConfig, CLTNTask, build_cltn
+
+
+def test_cltn_trains_without_masks_and_predicts_through_the_cli(tmp_path: Path) -> None:
+    data = make_weak_dataset(tmp_path / "d", n_lesion=4, n_normal=3)
+    nomask = tmp_path / "nomask"
+    shutil.copytree(data, nomask)
+    shutil.rmtree(nomask / "labels")  # no label file exists: training must not read any
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["train", "cltn", "--data", str(nomask), "--out", str(tmp_path / "run"), "--preset", "smoke"]
+    )
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["status"] == "finished" and meta["steps"] == 2
+    log = (tmp_path / "run" / "logs" / "train.csv").read_text().splitlines()
+    assert "mask_a" in log[0] and len(log) == 3
+    res = runner.invoke(app, ["predict", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "pred")])
+    assert res.exit_code == 0, res.output
+    from labelwise.methods import load_run
+
+    _, _, predictor = load_run(tmp_path / "run", "cpu")
+    case = Dataset(data).load("c03")
+    pred = predictor.predict(case, postprocess="none")
+    assert pred.probs.shape == (2, 36, 44)
+    assert float(pred.probs.min()) >= 0 and float(pred.probs.max()) <= 1
+    np.testing.assert_allclose(pred.probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_one_gan_step_updates_both_players_and_restores_grad_flags() -> None:
+    torch.manual_seed(0)
+    cfg = CLTNConfig(domain=DomainConfig(image_size=16), ngf=4, ndf=4, n_res=1)
+    nets = build_cltn(3, cfg)
+    task = CLTNTask(nets, cfg)
+    opts = task.configure_optimizers(cfg.train)
+    assert opts["gen"].defaults["betas"] == (0.5, 0.999) and opts["gen"].defaults["lr"] == 1e-4
+
+    class Ctx:
+        device = torch.device("cpu")
+
+        def module(self, name: str) -> torch.nn.Module:
+            return nets[name]
+
+        def zero_grad(self, name: str) -> None:
+            opts[name].zero_grad()
+
+        def optimizer_step(self, name: str) -> None:
+            opts[name].step()
+
+        def backward(self, loss: torch.Tensor) -> None:
+            loss.backward()
+
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in nets.items()}
+    batch = {"a": torch.rand(1, 3, 16, 16) * 2 - 1, "b": torch.rand(1, 3, 16, 16) * 2 - 1}
+    logs = task.training_step(batch, Ctx())  # type: ignore[arg-type]
+    assert all(torch.isfinite(v) for v in logs.values())
+    w = cfg.weights
+    expected = (
+        w.adv * logs["adv"]
+        + w.cycle * logs["cycle"]
+        + w.identity * logs["identity"]
+        + w.cam * logs["cam"]
+        + w.recon * logs["recon"]
+    )
+    torch.testing.assert_close(logs["loss"], expected, rtol=1e-4, atol=1e-3)
+    for k, m in nets.items():
+        changed = any(not torch.equal(p0, p) for p0, p in zip(before[k], m.parameters(), strict=True))
+        assert changed, f"{k} was not updated"
+        assert all(p.requires_grad for p in m.parameters())
+
+
+def test_config_checks() -> None:
+    assert CLTNConfig().weights.identity == 50.0 and CLTNConfig().weights.cam == 1400.0
+    with pytest.raises(ConfigError, match="divisible"):
+        CLTNConfig(domain=DomainConfig(image_size=30))
+
+
+def test_cltn_rejects_a_dataset_without_a_lesion_class(tmp_path: Path) -> None:
+    from labelwise.methods.base import train
+
+    data = make_weak_dataset(tmp_path / "d", n_lesion=0, n_normal=4)
+    with pytest.raises(DataError, match="only one class present"):
+        train("cltn", data, tmp_path / "run", preset="smoke")
+
+
+def test_slice_label_dataset_from_a_volume(tmp_path: Path) -> None:
+    vol = np.zeros((1, 6, 5, 20), np.float32)
+    lab = np.zeros((6, 5, 20), np.int16)
+    lab[2:4, 1:3, 5:9] = 7  # the structure occupies slices z = 5..8
+    lab[0, 0, 15] = 3  # another structure
+    w = DatasetWriter(tmp_path / "vol", "v", 3, ("background", "a", "b"), rater_ids=("r",))
+    w.add_case("ct", vol, {"r": lab})
+    w.finish()
+    dest = write_slice_label_dataset(Dataset(tmp_path / "vol"), tmp_path / "slices", structure=[7], axis=2, block=4)
+    ds = Dataset(dest)
+    assert len(ds) == 20 and ds.spatial_dims == 2
+    labels = {r.id: r.image_labels["lesion"] for r in ds.manifest.cases}
+    assert [z for z in range(20) if labels[f"ct_s{z:03d}"]] == [5, 6, 7, 8]
+    splits = {r.id: r.split for r in ds.manifest.cases}
+    assert splits["ct_s004"] == "test" and splits["ct_s012"] == "val" and splits["ct_s000"] == "train"
+    case = ds.load("ct_s006")
+    assert case.image.shape == (1, 6, 5) and int(case.raters[0].sum()) == 4
+    with pytest.raises(DataError, match="need both kinds"):
+        write_slice_label_dataset(Dataset(tmp_path / "vol"), tmp_path / "none", structure=[9], axis=2)
