@@ -15,6 +15,7 @@ from labelwise.data.phantoms import (
     RaterStyle,
     make_phantom,
     make_phantom_dataset,
+    random_rater_styles,
     read_phantom_info,
     read_phantom_truth,
 )
@@ -140,3 +141,15 @@ def test_dataset_bad_arguments(tmp_path: Path) -> None:
         make_phantom_dataset(tmp_path / "x", unlabelled_fraction=1.5)
     with pytest.raises(DataError, match="not a phantom dataset"):
         read_phantom_info(tmp_path)
+
+
+def test_random_rater_styles_are_seeded_and_recorded(tmp_path: Path) -> None:
+    a, b = random_rater_styles(12, seed=4), random_rater_styles(12, seed=4)
+    assert a == b and a != random_rater_styles(12, seed=5)
+    assert len({s.name for s in a}) == 12
+    assert all(-2 <= s.bias_mm <= 2 and 0.3 <= s.jitter_mm <= 2 for s in a)
+    ds = make_phantom_dataset(tmp_path / "crowd", n_cases=2, raters=a[:5])
+    assert ds.rater_ids == tuple(s.name for s in a[:5])
+    assert read_phantom_info(ds.root)["rater_styles"][0]["bias_mm"] == a[0].bias_mm
+    with pytest.raises(ConfigError):
+        random_rater_styles(-1)

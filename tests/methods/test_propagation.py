@@ -114,7 +114,7 @@ def _nifti_pair(
 
 def test_read_slice_annotations_auto_and_explicit(tmp_path: Path) -> None:
     ip, lp = _nifti_pair(tmp_path)
-    vol, ann, img = read_slice_annotations(ip, lp)
+    vol, ann, _ = read_slice_annotations(ip, lp)
     assert vol.shape == (1, 32, 32, 12) and list(ann) == [6]
     with pytest.raises(DataError, match="slice 3 is empty"):
         read_slice_annotations(ip, lp, (3, 6))

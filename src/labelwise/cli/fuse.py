@@ -18,9 +18,10 @@ def fuse(
 ) -> None:
     """Fuse raters (majority vote, soft mean or STAPLE) and write fused labels plus reliability.csv.
 
-    Writes fused label maps in the source geometry, probability maps (mean, staple), undecided-voxel masks and a
-    per-rater reliability table (STAPLE sensitivity/specificity, Dice vs the fused map). A case that fails is
-    reported and left out; the others are written, and the exit code is 1.
+    OUT becomes a dataset whose single rater is 'fused' (source geometry), with probabilities/ (mean, staple),
+    undecided/ masks, and reliability.csv (per rater: STAPLE sensitivity, specificity, Dice vs the fused map).
+
+    A case that fails is reported and left out; the others are written, and the exit code is 1.
     """
     from rich.console import Console
 

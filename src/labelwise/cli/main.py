@@ -7,6 +7,7 @@ import sys
 import typer
 
 from labelwise.cli import data as data_cmd
+from labelwise.cli import demo as demo_cmd
 from labelwise.cli import evaluate as evaluate_cmd
 from labelwise.cli import fuse as fuse_cmd
 from labelwise.cli import methods as methods_cmd
@@ -37,6 +38,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("fuse")(fuse_cmd.fuse)
 app.command("qa")(qa_cmd.qa)
 app.command("report")(report_cmd.report)
+app.command("demo")(demo_cmd.demo)
 app.command("propagate")(propagate_cmd.propagate)
 app.command("pseudo-label")(pseudo_label_cmd.pseudo_label)
 

@@ -32,6 +32,8 @@ def pseudo_label(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
 ) -> None:
     """Select pseudo-labels by agreement certainty (or external scores) and write them as a new dataset."""
+    import numpy as np
+
     from labelwise.cli.common import progress
     from labelwise.data import Dataset
     from labelwise.errors import DataError
@@ -47,11 +49,12 @@ def pseudo_label(
     common = [c for c in indexes[0].cases if all(c in ix.cases for ix in indexes[1:])]
     if not common:
         raise DataError("no case is present in every prediction folder", pred_dirs[0])
-    preds = {}
+    preds: dict[str, list[np.ndarray]] = {}
     for case_id in progress(common, "reading predictions"):
         maps = []
         for p in pred_dirs:
             pr = read_prediction(p, case_id, ds.spatial_dims)
+            assert pr.label is not None
             maps.append(pr.label)
             if samples and pr.samples is not None:
                 maps.extend(list(pr.samples))

@@ -16,7 +16,8 @@ style          what the rater does (defaults of :data:`DEFAULT_RATER_STYLES`)
 ``shifted``    systematic 2 mm shift in one direction (the same for every case; drawn once per rater)
 ============== ==========================================================================================
 
-``raters=R`` takes the first R styles of that table (cycling, with a numeric suffix, beyond six). Each rater is
+``raters=R`` takes the first R styles of that table (cycling, with a numeric suffix, beyond six);
+:func:`random_rater_styles` draws any number of varied styles instead. Each rater is
 applied per class on the truth's signed distance map (in mm, spacing-aware): ``label = sd + bias_mm +
 jitter_mm * noise > 0``, then small components are dropped and the map is shifted. Everything a rater drew is
 recorded per case (:class:`RaterRecord`).
@@ -66,6 +67,7 @@ __all__ = [
     "Structures",
     "make_phantom",
     "make_phantom_dataset",
+    "random_rater_styles",
     "read_phantom_info",
     "read_phantom_truth",
 ]
@@ -115,6 +117,38 @@ DEFAULT_RATER_STYLES: tuple[RaterStyle, ...] = (
     RaterStyle("shifted", jitter_mm=0.5, shift_mm=2.0),
 )
 """The styles ``raters=R`` cycles through, in order (see the module docstring)."""
+
+
+def random_rater_styles(n: int, seed: int = 0) -> tuple[RaterStyle, ...]:
+    """Draw ``n`` varied rater styles (ids ``rater01``, ``rater02``, ...) for crowds larger than the defaults.
+
+    Each style gets ``bias_mm ~ U(-2, 2)``, ``jitter_mm ~ U(0.3, 2)`` with ``jitter_scale_mm ~ U(3, 8)``; with
+    probability 0.3 a shift of ``U(1, 3)`` mm; with probability 0.3 misses components of radius < 4 mm with
+    ``miss_prob ~ U(0.5, 1)``. The drawn values are what ``phantoms.json`` records.
+
+    Example:
+        >>> [s.name for s in random_rater_styles(3)]
+        ['rater01', 'rater02', 'rater03']
+
+    """
+    if n < 0:
+        raise ConfigError(f"n must be >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    styles = []
+    for i in range(n):
+        u = rng.uniform(size=8)
+        styles.append(
+            RaterStyle(
+                name=f"rater{i + 1:02d}",
+                bias_mm=round(float(-2 + 4 * u[0]), 3),
+                jitter_mm=round(float(0.3 + 1.7 * u[1]), 3),
+                jitter_scale_mm=round(float(3 + 5 * u[2]), 3),
+                shift_mm=round(float(1 + 2 * u[4]), 3) if u[3] < 0.3 else 0.0,
+                miss_radius_mm=4.0 if u[5] < 0.3 else 0.0,
+                miss_prob=round(float(0.5 + 0.5 * u[6]), 3) if u[5] < 0.3 else 0.0,
+            )
+        )
+    return tuple(styles)
 
 
 @dataclass(frozen=True)

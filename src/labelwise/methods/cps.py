@@ -450,10 +450,16 @@ class CPSPredictor:
             n.to(self.device).eval()
 
     def predict(self, case: Case, tta: bool | None = None, **options: Any) -> Prediction:
-        """Fused class probabilities ``(K, *spatial)``; ``options["members"]=True`` also returns each net's label.
+        """Fused class probabilities ``(K, *spatial)`` (mean of both networks' softmax).
 
-        With ``members`` the Prediction's ``samples`` hold the two networks' label maps ``(2, *spatial)`` (the
-        inputs of :mod:`labelwise.uncertainty`) and ``uncertainty`` their voxel disagreement (0 or 1).
+        The Prediction's ``samples`` hold the two networks' label maps ``(2, *spatial)`` (the inputs of
+        :mod:`labelwise.uncertainty`) and ``uncertainty`` their voxel disagreement (0 or 1).
+
+        Args:
+            case: A case of the training dataset's kind.
+            tta: Flip TTA (default: the config's ``tta``).
+            **options: Ignored (protocol compatibility).
+
         """
         prepared = prepare_image(case, self.config.ct_windows)
         if prepared.image.shape[0] != self.plan.channels or case.spatial_dims != self.plan.data_spatial_dims:
@@ -462,10 +468,6 @@ class CPSPredictor:
                 f"({self.plan.channels} channel(s) after preprocessing, {self.plan.data_spatial_dims}D)"
             )
         use_tta = self.config.tta if tta is None else tta
-        if not options.get("members"):
-            return Prediction(
-                probs=fused_probs(self.nets, prepared, self.plan, self.config.overlap, use_tta, self.device)
-            )
         parts = [
             fused_probs({n: m}, prepared, self.plan, self.config.overlap, use_tta, self.device)
             for n, m in self.nets.items()

@@ -19,7 +19,7 @@ from labelwise.errors import DataError
 from labelwise.io import read_prediction, write_text_atomic
 from labelwise.report.figures import agreement_png, case_panel_png, reliability_png
 
-__all__ = ["MethodResult", "build_report", "case_panels", "load_evaluation"]
+__all__ = ["REPORT_METRICS", "MethodResult", "build_report", "case_panels", "load_evaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,24 @@ def load_evaluation(
 
 _TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
 
+#: Metrics shown in the report's table by default, in this order (everything else stays in summary.md/per_case.csv).
+REPORT_METRICS = (
+    "dice",
+    "soft_dice",
+    "ged",
+    "dice_match",
+    "dice_max",
+    "ece",
+    "brier",
+    "hd95",
+    "nsd",
+    "jaccard",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "accuracy",
+)
+
 _LOWER_BETTER = ("ged", "ece", "brier", "nll", "hd", "hd95", "assd", "masd", "avd", "mae")
 
 
@@ -107,9 +125,13 @@ def _fmt(stats: Mapping[str, float]) -> str:
     text = f"{mean:.3f}"
     if stats.get("std") is not None and np.isfinite(stats["std"]):
         text += f" ± {stats['std']:.3f}"
-    if stats.get("ci_low") is not None and stats.get("ci_high") is not None:
-        text += f" [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
     return text
+
+
+def _fmt_ci(stats: Mapping[str, float]) -> str:
+    if stats.get("ci_low") is None or stats.get("ci_high") is None:
+        return ""
+    return f"[{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def _b64(png: bytes) -> str:
@@ -227,17 +249,17 @@ def build_report(
     import labelwise
 
     ids = dataset.split_ids(split) or dataset.ids
-    metric_names: list[str] = []
-    for res in results:
-        for name in res.summary:
-            if name not in metric_names:
-                metric_names.append(name)
+    present = {name for res in results for name in res.summary}
+    keep = [m for m in REPORT_METRICS if m in present or any(p.startswith(m + "[") for p in present)]
+    metric_names = [name for m in keep for name in sorted(present) if name == m or name.startswith(m + "[")] or sorted(
+        present
+    )
     rows: list[dict[str, Any]] = []
     for res in results:
         cells: list[dict[str, Any]] = []
         for m in metric_names:
             stats = res.summary.get(m, {})
-            cells.append({"text": _fmt(stats), "mean": stats.get("mean")})
+            cells.append({"text": _fmt(stats), "ci": _fmt_ci(stats), "mean": stats.get("mean")})
         rows.append({"name": res.name, "cells": cells})
     for j, m in enumerate(metric_names):
         vals = [r["cells"][j]["mean"] for r in rows]

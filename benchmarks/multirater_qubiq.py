@@ -1,0 +1,81 @@
+"""Multi-rater analysis of prediction folders: personalisation matrix and diversity (docs/results.md, QUBIQ).
+
+For each prediction folder (written by ``labelwise predict``) and the cases of a split:
+
+* the R x R Dice matrix ``D[i, j]`` = Dice(predicted map of rater i, rater j's mask), averaged over cases
+  (needs per-rater maps: ``mrnet``, ``dpersona``), with the mean of its diagonal and of its off-diagonal;
+* the sample diversity (mean pairwise 1 - IoU between samples, distinct pairs; the per-rater maps when the
+  prediction has no samples) against the raters' own diversity (same statistic over the rater masks).
+
+Usage::
+
+    python benchmarks/multirater_qubiq.py --data DATASET --split test PRED_DIR [PRED_DIR ...]
+
+Prints markdown; foreground = any non-background class.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from labelwise.data import Dataset
+from labelwise.io import read_prediction
+from labelwise.metrics import pair_counts, sample_diversity
+from labelwise.metrics.overlap import overlap_from_counts
+
+
+def analyse(data: Path, split: str, pred_dir: Path) -> str:
+    """Markdown block for one prediction folder."""
+    ds = Dataset(data)
+    ids = ds.split_ids(split)
+    mats, div_pred, div_rater = [], [], []
+    for cid in ids:
+        case = ds.load(cid)
+        pred = read_prediction(pred_dir, cid, case.spatial_dims)
+        raters = case.raters > 0
+        div_rater.append(sample_diversity(raters))
+        sset = pred.samples if pred.samples is not None else pred.raters
+        if sset is not None:
+            div_pred.append(sample_diversity(sset > 0))
+        if pred.raters is not None and pred.raters.shape[0] == raters.shape[0]:
+            mats.append(overlap_from_counts(pair_counts(pred.raters > 0, raters), "dice"))
+    lines = [f"### {pred_dir.name} ({len(ids)} {split} cases)", ""]
+    rd = float(np.mean(div_rater))
+    if div_pred:
+        pdiv = float(np.mean(div_pred))
+        lines.append(
+            f"- diversity (mean pairwise 1 - IoU): predictions {pdiv:.4f} +- {np.std(div_pred):.4f}, raters "
+            f"{rd:.4f} +- {np.std(div_rater):.4f} (ratio {pdiv / rd:.2f})"
+        )
+    if mats:
+        m = np.mean(mats, axis=0)
+        r = m.shape[0]
+        off = m[~np.eye(r, dtype=bool)]
+        diag_wins = sum(m[i, i] > np.mean(np.delete(m[i], i)) for i in range(r))
+        lines.append(
+            f"- head-vs-rater Dice: diagonal mean {np.mean(np.diag(m)):.4f}, off-diagonal mean {off.mean():.4f}; "
+            f"head i beats its mean off-diagonal Dice for {diag_wins}/{r} raters"
+        )
+        lines += ["", "| head \\ rater | " + " | ".join(str(j + 1) for j in range(r)) + " |", "|---" * (r + 1) + "|"]
+        for i in range(r):
+            cells = [f"**{m[i, j]:.3f}**" if i == j else f"{m[i, j]:.3f}" for j in range(r)]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("preds", type=Path, nargs="+")
+    args = ap.parse_args()
+    for p in args.preds:
+        print(analyse(args.data, args.split, p))
+
+
+if __name__ == "__main__":
+    main()
