@@ -20,7 +20,10 @@ import torch
 from labelwise.engine import sliding_window
 from labelwise.models import ModelSpec, build_model
 
-DEFAULT_VOLUME = Path(__file__).resolve().parents[1].parent / "shared/data/mni152_nilearn/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+DEFAULT_VOLUME = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared/data/mni152_nilearn/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+)
 
 
 def load_volume(path: Path | None, downsample: int) -> tuple[np.ndarray, str]:
@@ -60,7 +63,7 @@ def main() -> None:
     def monai() -> torch.Tensor:
         return sliding_window_inference(x, patch, args.sw_batch, net, overlap=args.overlap, mode="gaussian")
 
-    def timed(fn) -> float:  # noqa: ANN001
+    def timed(fn) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()

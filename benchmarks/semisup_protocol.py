@@ -57,8 +57,15 @@ def downsampled_mni(src: Path, dest: Path) -> Path:
     aff = case.affine.copy()
     aff[:3, :3] *= 2
     w = DatasetWriter(dest, "mni152-ds2", 3, ds.class_names, ds.rater_ids)
-    w.add_case("mni152", img, {"p50": lab}, tuple(2 * s for s in case.spacing_mm), aff, split="train",
-               labelled_slices=nonempty_slices(lab))
+    w.add_case(
+        "mni152",
+        img,
+        {"p50": lab},
+        tuple(2 * s for s in case.spacing_mm),
+        aff,
+        split="train",
+        labelled_slices=nonempty_slices(lab),
+    )
     w.finish()
     return dest
 
@@ -87,6 +94,15 @@ def main() -> None:
     ap.add_argument("--retrain-k", type=int, nargs="*", default=[5])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument(
+        "--retrain-only",
+        action="store_true",
+        help="Only the retraining variant with pseudo-labels voted by CPS a, CPS b and the k-slice propagation "
+        "(reuses WORK/cps_k<k>).",
+    )
+    ap.add_argument(
+        "--stcn-run", type=Path, default=None, help="Score a trained `propagation` run (anchors: labelled)."
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -98,19 +114,92 @@ def main() -> None:
     results = args.work / "results.jsonl"
 
     def base_cfg(k: int, weight: float, pseudo: str | None = None) -> CPSConfig:
-        return config_from_dict(CPSConfig, {
-            "model": {"name": "unet", "kwargs": {"channels": [16, 32, 64, 128], "num_res_units": 1}},
-            "cps_weight": weight, "rater": st["rater"], "classes": st["classes"], "train_slices": k,
-            "ct_windows": st["ct_windows"], "pseudo_labels": pseudo,
-            "train": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch_size": 4, "amp": False,
-                      "progress": False, "lr": 2e-3},
-        })
+        return config_from_dict(
+            CPSConfig,
+            {
+                "model": {"name": "unet", "kwargs": {"channels": [16, 32, 64, 128], "num_res_units": 1}},
+                "cps_weight": weight,
+                "rater": st["rater"],
+                "classes": st["classes"],
+                "train_slices": k,
+                "ct_windows": st["ct_windows"],
+                "pseudo_labels": pseudo,
+                "train": {
+                    "epochs": args.epochs,
+                    "steps_per_epoch": args.steps,
+                    "batch_size": 4,
+                    "amp": False,
+                    "progress": False,
+                    "lr": 2e-3,
+                },
+            },
+        )
 
     def record(k: int, variant: str, res: dict, seconds: float) -> None:
         row = {"setting": args.setting, "k": k, "variant": variant, "seconds": round(seconds, 1), **res}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         logging.info("%s", row)
+
+    if args.stcn_run is not None:
+        from labelwise.methods import load_run
+
+        _, pcfg, predictor = load_run(args.stcn_run, "cpu")
+        k = pcfg.reference.train_slices
+        split = k_slice_split(case, k, "even", pcfg.reference.train.seed)
+        nk = predictor.plan.num_classes
+        target = case_target(model_case(case, predictor.plan), pcfg.reference, nk)
+        assert target is not None
+        gt = np.argmax(target, 0)
+        t0 = time.perf_counter()
+        pred = predictor.predict(case)
+        record(
+            k,
+            "propagation (k slices, trained STCN)",
+            scores(pred.label, gt, list(split.test), nk, case.spacing_mm, st["tolerance_mm"]),
+            time.perf_counter() - t0,
+        )
+        return
+
+    if args.retrain_only:
+        for k in args.retrain_k:
+            cfg0 = base_cfg(k, 0.1)
+            split = k_slice_split(case, k, "even", cfg0.train.seed)
+            t0 = time.perf_counter()
+            cps_pred = CPSPredictor(args.work / f"cps_k{k}", "cpu")
+            plan = cps_pred.plan
+            nk = plan.num_classes
+            target = case_target(model_case(case, plan), cfg0, nk)
+            assert target is not None
+            gt = np.argmax(target, 0)
+            cps = cps_pred.predict(case)
+            assert cps.samples is not None
+            prop = propagate(case.image, {z: gt[..., z] for z in split.train}, None, num_classes=nk, allow_empty=True)
+            tag = "" if args.threshold == 0.9 else f"_t{args.threshold:g}"
+            dest = args.work / f"pseudo_kslice_k{k}{tag}"
+            rep = write_pseudo_labels(
+                ds,
+                {case.id: [cps.samples[0], cps.samples[1], prop.labels]},
+                dest,
+                plan.class_names,
+                threshold=args.threshold,
+                chunk_size=4,
+                skip_labelled=False,
+                overwrite=True,
+            )
+            CPSMethod.fit(ds, base_cfg(k, 0.1, str(dest)), args.work / f"retrain_kslice_k{k}{tag}")
+            re = CPSPredictor(args.work / f"retrain_kslice_k{k}{tag}", "cpu").predict(case)
+            res = scores(re.label, gt, list(split.test), nk, case.spacing_mm, st["tolerance_mm"])
+            res["pseudo_kept_units"] = rep.kept_units
+            res["pseudo_total_units"] = len(rep.decisions)
+            record(
+                k,
+                f"cps + pseudo-labels (vote of cps a, cps b, k-slice propagation; certainty >= {args.threshold:g}) "
+                "retraining",
+                res,
+                time.perf_counter() - t0,
+            )
+        return
 
     for k in args.k:
         cfg0 = base_cfg(k, 0.0)
@@ -126,27 +215,47 @@ def main() -> None:
         gt = np.argmax(target, 0)
         test = list(split.test)
         sp = case.spacing_mm
-        record(k, "supervised", scores(sup.predict(case).label, gt, test, nk, sp, st["tolerance_mm"]),
-               time.perf_counter() - t0)
+        record(
+            k,
+            "supervised",
+            scores(sup.predict(case).label, gt, test, nk, sp, st["tolerance_mm"]),
+            time.perf_counter() - t0,
+        )
         t0 = time.perf_counter()
         prop = propagate(case.image, {z: gt[..., z] for z in split.train}, None, num_classes=nk, allow_empty=True)
-        record(k, "propagation (k slices, training-free)", scores(prop.labels, gt, test, nk, sp, st["tolerance_mm"]),
-               time.perf_counter() - t0)
+        record(
+            k,
+            "propagation (k slices, training-free)",
+            scores(prop.labels, gt, test, nk, sp, st["tolerance_mm"]),
+            time.perf_counter() - t0,
+        )
         t0 = time.perf_counter()
         CPSMethod.fit(ds, base_cfg(k, 0.1), args.work / f"cps_k{k}")
-        cps = CPSPredictor(args.work / f"cps_k{k}", "cpu").predict(case, members=True)
+        cps = CPSPredictor(args.work / f"cps_k{k}", "cpu").predict(case)
         record(k, "cps", scores(cps.label, gt, test, nk, sp, st["tolerance_mm"]), time.perf_counter() - t0)
         t0 = time.perf_counter()
         ref = propagate_from_reference(case.image, cps.label, nk, None, stride=5)
-        record(k, "cps + propagation (FLARE reference slices)", scores(ref.labels, gt, test, nk, sp,
-               st["tolerance_mm"]), time.perf_counter() - t0)
+        record(
+            k,
+            "cps + propagation (FLARE reference slices)",
+            scores(ref.labels, gt, test, nk, sp, st["tolerance_mm"]),
+            time.perf_counter() - t0,
+        )
         if k not in args.retrain_k:
             continue
         t0 = time.perf_counter()
         assert cps.samples is not None
         maps = [cps.samples[0], cps.samples[1], ref.labels]
-        rep = write_pseudo_labels(ds, {case.id: maps}, args.work / f"pseudo_k{k}", plan.class_names,
-                                  threshold=0.9, chunk_size=4, skip_labelled=False, overwrite=True)
+        rep = write_pseudo_labels(
+            ds,
+            {case.id: maps},
+            args.work / f"pseudo_k{k}",
+            plan.class_names,
+            threshold=0.9,
+            chunk_size=4,
+            skip_labelled=False,
+            overwrite=True,
+        )
         CPSMethod.fit(ds, base_cfg(k, 0.1, str(args.work / f"pseudo_k{k}")), args.work / f"retrain_k{k}")
         re = CPSPredictor(args.work / f"retrain_k{k}", "cpu").predict(case)
         res = scores(re.label, gt, test, nk, sp, st["tolerance_mm"])

@@ -31,8 +31,8 @@ def test_domains_from_normal_cases_and_from_periphery(tmp_path: Path) -> None:
     per = build_domains(ds, DomainConfig(image_size=16, normal_values=()))
     assert per.source == "periphery"
     assert per.lesion.shape[0] == 5 and per.healthy.shape[0] == 20
-    assert per.healthy_ids[:4] == ("c00:corner0", "c00:corner1", "c00:corner2", "c00:corner3")
-    assert "corner crops" in per.describe()
+    assert per.healthy_ids[:4] == ("c00:border0", "c00:border1", "c00:border2", "c00:border3")
+    assert "border crops" in per.describe()
 
 
 def test_periphery_crops_are_the_four_corners() -> None:

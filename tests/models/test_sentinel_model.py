@@ -84,7 +84,9 @@ def test_hashed_embeddings_deterministic_unit_and_distinct(tmp_path: Path) -> No
 def test_minilm_backend_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(text, "minilm_available", lambda: False)
     with pytest.raises(ConfigError, match=r"labelwise\[text\]"):
-        embed_names(["liver"], backend="minilm")
+        embed_names(["a structure nobody encoded"], backend="minilm")
+    text._CACHE[("minilm", "cached organ")] = hashed_embedding("x")  # cached vectors need no encoder
+    assert embed_names(["Cached_Organ"], backend="minilm").shape == (1, TEXT_DIM)
     assert embed_names(["liver"], backend="auto").shape == (1, TEXT_DIM)  # falls back to hashed
     with pytest.raises(ConfigError, match="unknown text backend"):
         embed_names(["liver"], backend="clip")  # type: ignore[arg-type]

@@ -29,7 +29,9 @@ def predict(
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
     # --- multi-rater method options (mrnet, prob-unet, dpersona); other methods ignore them ---
     rater_weights: str | None = typer.Option(
-        None, "--rater-weights", help="mrnet: rater weighting, one weight per training rater summing to 1, e.g. 0.5,0.5,0"
+        None,
+        "--rater-weights",
+        help="mrnet: rater weighting, one weight per training rater summing to 1, e.g. 0.5,0.5,0",
     ),
     samples: int | None = typer.Option(None, "--samples", min=1, help="prob-unet/dpersona: number of samples N."),
 ) -> None:

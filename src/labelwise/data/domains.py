@@ -6,9 +6,12 @@ Weakly supervised methods (:mod:`labelwise.methods.cam`, :mod:`labelwise.methods
 * **domain B (healthy)**, from ``healthy_source``:
 
   - ``"normal"``: the training cases whose image-level label is one of ``normal_values`` (e.g. ``lesion: 0``);
-  - ``"periphery"``: from each domain-A image, the square crop at each of its four corners (side
-    ``periphery_fraction`` of the shorter image side) is mirror-tiled back to the full image size (a "healthy-skin
-    mosaic" at the *same pixel scale* as the lesion images) and resized to the working size. With
+  - ``"periphery"``: from each domain-A image, 8 square border crops (4 corners + 4 edge midpoints, side
+    ``periphery_fraction`` of the shorter image side) are taken and the ``periphery_keep`` = 4 *brightest* kept:
+    in dermoscopy the dark parts of the border are the scope's vignette (black corners of a round field of view)
+    and the lesion itself is dark, healthy skin is the bright part. Each kept crop is mirror-tiled back to the
+    full image size (a "healthy-skin mosaic" at the *same pixel scale* as the lesion images) and resized to the
+    working size. (``periphery_keep: null`` takes the 4 corners whatever they hold.) With
     ``periphery_mode: zoom`` the crop itself is resized instead (skin texture then appears magnified, which a
     classifier can use to tell the domains apart without looking at the lesion). This is the pixel-label-free
     source for datasets where every image holds a lesion (PH2: all 30 images are naevi or melanomas). It assumes
@@ -75,6 +78,8 @@ class DomainConfig:
         image_size: Working size in pixels (square); images are resized to it.
         periphery_fraction: Side of the corner crops as a fraction of the shorter image side (``periphery``).
         periphery_mode: ``mosaic`` (mirror-tile the crop to the image size) or ``zoom`` (resize the crop).
+        periphery_keep: Keep the ``periphery_keep`` brightest of 8 border crops (4 corners + 4 edge midpoints);
+            None: the 4 corners.
 
     """
 
@@ -84,6 +89,7 @@ class DomainConfig:
     image_size: int = 128
     periphery_fraction: float = 0.3
     periphery_mode: Literal["mosaic", "zoom"] = "mosaic"
+    periphery_keep: int | None = 4
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -116,7 +122,7 @@ class Domains:
         lesion: ``(N, C, S, S)`` float32 in [-1, 1], domain A.
         healthy: ``(M, C, S, S)`` float32 in [-1, 1], domain B.
         lesion_ids: Case ids of ``lesion``.
-        healthy_ids: Ids of ``healthy`` (``<case>`` or ``<case>:corner<k>`` for periphery crops).
+        healthy_ids: Ids of ``healthy`` (``<case>`` or ``<case>:border<k>`` for periphery crops).
         source: ``normal`` or ``periphery``: what domain B is.
 
     """
@@ -228,20 +234,34 @@ def prepare_image(image: np.ndarray, channels: int, size: int, case_id: str = "?
     return resize_chw(normalize_intensity(image), (size, size))
 
 
-def periphery_crops(image: np.ndarray, fraction: float) -> list[np.ndarray]:
-    """The four corner crops of an image (top-left, top-right, bottom-left, bottom-right).
+def periphery_crops(image: np.ndarray, fraction: float, keep: int | None = None) -> list[np.ndarray]:
+    """Square crops along the image border: 4 corners, then 4 edge midpoints.
 
     Args:
         image: ``(C, H, W)`` array.
         fraction: Crop side as a fraction of ``min(H, W)``.
+        keep: If given, keep only the ``keep`` crops with the highest mean intensity (in their original order);
+            None: the four corners (top-left, top-right, bottom-left, bottom-right).
 
     Returns:
-        Four ``(C, s, s)`` views with ``s = max(1, round(fraction * min(H, W)))``.
+        ``(C, s, s)`` views with ``s = max(1, round(fraction * min(H, W)))``.
 
     """
     h, w = image.shape[-2:]
     s = max(1, round(fraction * min(h, w)))
-    return [image[:, :s, :s], image[:, :s, w - s :], image[:, h - s :, :s], image[:, h - s :, w - s :]]
+    my, mx = (h - s) // 2, (w - s) // 2
+    corners = [image[:, :s, :s], image[:, :s, w - s :], image[:, h - s :, :s], image[:, h - s :, w - s :]]
+    if keep is None:
+        return corners
+    edges = [
+        image[:, :s, mx : mx + s],
+        image[:, h - s :, mx : mx + s],
+        image[:, my : my + s, :s],
+        image[:, my : my + s, w - s :],
+    ]
+    cands = corners + edges
+    order = sorted(np.argsort([-float(c.mean()) for c in cands], kind="stable")[: max(1, keep)])
+    return [cands[i] for i in order]
 
 
 def mirror_tile(patch: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -320,11 +340,11 @@ def build_domains(dataset: Dataset, cfg: DomainConfig, split: str | None = "trai
         healthy, healthy_ids = [], []
         for w in raw_lesion:
             fixed = w.image if w.image.shape[0] == channels else np.repeat(w.image, 3, axis=0)
-            for k, crop in enumerate(periphery_crops(fixed, cfg.periphery_fraction)):
+            for k, crop in enumerate(periphery_crops(fixed, cfg.periphery_fraction, cfg.periphery_keep)):
                 if cfg.periphery_mode == "mosaic":
                     crop = mirror_tile(crop, fixed.shape[1:])
                 healthy.append(prepare_image(crop, channels, cfg.image_size, w.id))
-                healthy_ids.append(f"{w.id}:corner{k}")
+                healthy_ids.append(f"{w.id}:border{k}")
     out = Domains(
         lesion=np.stack(lesion).astype(np.float32),
         healthy=np.stack(healthy).astype(np.float32),

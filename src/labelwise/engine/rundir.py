@@ -118,6 +118,7 @@ class RunDir:
                 written in that case.
 
         Under DDP only rank 0 checks and writes; the other ranks wait for it.
+
         """
         from labelwise.engine.distributed import barrier, init_distributed
 

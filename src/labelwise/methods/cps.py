@@ -140,7 +140,7 @@ def cps_weight(step: int, total_steps: int, max_weight: float, rampup: float = 1
 
     Example:
         >>> round(cps_weight(0, 100, 0.1), 6), round(cps_weight(50, 100, 0.1), 6), cps_weight(100, 100, 0.1)
-        (0.000674, 0.028650, 0.1)
+        (0.000674, 0.02865, 0.1)
 
     """
     t_max = max(rampup * total_steps, 1.0)

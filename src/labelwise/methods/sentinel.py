@@ -107,6 +107,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SENTINEL_META = "sentinel.json"
+TEXT_CACHE = "text_embeddings.safetensors"
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -852,7 +853,7 @@ class SentinelMethod(Method):
             for i, c in enumerate(dataset.cases("val"))
             if c.num_raters
         }
-        base = embed_names(cands.names, config.text_backend)
+        base = embed_names(cands.names, config.text_backend, rd.path / TEXT_CACHE)
         emb = ClassEmbedding(cands.names, base, config.learn_embeddings)
         net = _build_net(config, base.shape[1])
         task = SentinelTask(net, emb, config, val_sets)
@@ -978,7 +979,8 @@ class SentinelPredictor:
         self.device = torch.device(device) if device is not None else default_device()
         self.plan = Plan.load(rd.path / PLAN_NAME)
         self.net = _build_net(self.config, int(meta["text_dim"]))
-        base = embed_names(self.structures, self.text_backend)
+        self.text_cache = rd.path / TEXT_CACHE
+        base = embed_names(self.structures, self.text_backend, self.text_cache)
         self.emb = ClassEmbedding(self.structures, base, self.config.learn_embeddings)
         modules: dict[str, torch.nn.Module] = {"sentinel": self.net, "embedding": self.emb}
         self.segmenter: torch.nn.Module | None = None
@@ -993,13 +995,14 @@ class SentinelPredictor:
 
     def embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """``(N, D)`` embeddings; names unseen in training get their text/hashed vector (logged)."""
-        unseen = sorted(
-            {n for n in names if n not in self.emb.index and n.lower().replace("_", " ") not in self.emb.index}
-        )
+        from labelwise.models.text import normalize_name
+
+        unseen = sorted({n for n in names if normalize_name(n) not in self.emb.index})
         if unseen:
             logger.info("structures not seen in training (text embedding only): %s", unseen)
         with torch.inference_mode():
-            return self.emb.lookup(names, embed_names(names, self.text_backend)).to(self.device)
+            fallback = embed_names(names, self.text_backend)
+            return self.emb.lookup(names, fallback).to(self.device)
 
     def score_inputs(self, inputs: np.ndarray, names: Sequence[str], batch: int = 256) -> np.ndarray:
         """Predicted Dice ``(N,)`` float32 of model inputs ``(N, 2, S, S)`` (see :func:`crop_input`)."""

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from labelwise.errors import DataError
+from labelwise.errors import ConfigError, DataError
 from labelwise.metrics._checks import as_masks_pair, check_spacing
 from labelwise.metrics._kernels import bbox_union, boundary_coords, local_nearest
 from labelwise.metrics.conventions import EmptyConvention, EmptyMode, resolve_convention
@@ -247,7 +247,10 @@ def surface_distances(
     mt[tuple(bt.T)] = 1
     edt_p = edt_t = None
     if method == "edt":
-        import edt as edt_pkg
+        try:
+            import edt as edt_pkg
+        except ImportError:
+            raise ConfigError("method='edt' needs the optional 'edt' package (pip install edt)") from None
 
         edt_t = edt_pkg.edt(1 - mt, anisotropy=tuple(spacing.tolist()), black_border=False, parallel=1)
         edt_p = edt_pkg.edt(1 - mp, anisotropy=tuple(spacing.tolist()), black_border=False, parallel=1)

