@@ -7,9 +7,12 @@ For each prediction folder (written by ``labelwise predict``) and the cases of a
 * the sample diversity (mean pairwise 1 - IoU between samples, distinct pairs; the per-rater maps when the
   prediction has no samples) against the raters' own diversity (same statistic over the rater masks).
 
+With ``--mrnet-run RUN`` it also predicts each case with the one-hot rater condition of every rater and prints the
+R x R Dice matrix of (condition i, rater j): MRNet's way of answering "what would rater i draw".
+
 Usage::
 
-    python benchmarks/multirater_qubiq.py --data DATASET --split test PRED_DIR [PRED_DIR ...]
+    python benchmarks/multirater_qubiq.py --data DATASET --split test [--mrnet-run RUN] [PRED_DIR ...]
 
 Prints markdown; foreground = any non-background class.
 """
@@ -25,6 +28,39 @@ from labelwise.data import Dataset
 from labelwise.io import read_prediction
 from labelwise.metrics import pair_counts, sample_diversity
 from labelwise.metrics.overlap import overlap_from_counts
+
+
+def _matrix_lines(m: np.ndarray, label: str) -> list[str]:
+    r = m.shape[0]
+    off = m[~np.eye(r, dtype=bool)]
+    wins = sum(m[i, i] > np.mean(np.delete(m[i], i)) for i in range(r))
+    lines = [
+        f"- {label}: diagonal mean {np.mean(np.diag(m)):.4f}, off-diagonal mean {off.mean():.4f}; "
+        f"map i beats its mean off-diagonal Dice for {wins}/{r} raters",
+        "",
+        "| map \\ rater | " + " | ".join(str(j + 1) for j in range(r)) + " |",
+        "|---" * (r + 1) + "|",
+    ]
+    for i in range(r):
+        cells = [f"**{m[i, j]:.3f}**" if i == j else f"{m[i, j]:.3f}" for j in range(r)]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def mrnet_conditions(data: Path, split: str, run: Path) -> str:
+    """Markdown block: Dice of MRNet's one-hot-condition predictions against every rater."""
+    from labelwise.methods import load_run
+
+    ds = Dataset(data)
+    _, _, pred = load_run(run, "cpu")
+    r = len(ds.rater_ids)
+    mats = []
+    for cid in ds.split_ids(split):
+        case = ds.load(cid)
+        maps = np.stack([pred.predict(case, rater_weights=np.eye(r)[i]).label > 0 for i in range(r)])
+        mats.append(overlap_from_counts(pair_counts(maps, case.raters > 0), "dice"))
+    lines = [f"### MRNet one-hot conditions ({run.name}, {len(mats)} {split} cases)", ""]
+    return "\n".join(lines + _matrix_lines(np.mean(mats, axis=0), "condition-vs-rater Dice")) + "\n"
 
 
 def analyse(data: Path, split: str, pred_dir: Path) -> str:
@@ -51,18 +87,7 @@ def analyse(data: Path, split: str, pred_dir: Path) -> str:
             f"{rd:.4f} +- {np.std(div_rater):.4f} (ratio {pdiv / rd:.2f})"
         )
     if mats:
-        m = np.mean(mats, axis=0)
-        r = m.shape[0]
-        off = m[~np.eye(r, dtype=bool)]
-        diag_wins = sum(m[i, i] > np.mean(np.delete(m[i], i)) for i in range(r))
-        lines.append(
-            f"- head-vs-rater Dice: diagonal mean {np.mean(np.diag(m)):.4f}, off-diagonal mean {off.mean():.4f}; "
-            f"head i beats its mean off-diagonal Dice for {diag_wins}/{r} raters"
-        )
-        lines += ["", "| head \\ rater | " + " | ".join(str(j + 1) for j in range(r)) + " |", "|---" * (r + 1) + "|"]
-        for i in range(r):
-            cells = [f"**{m[i, j]:.3f}**" if i == j else f"{m[i, j]:.3f}" for j in range(r)]
-            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+        lines += _matrix_lines(np.mean(mats, axis=0), "head-vs-rater Dice")
     return "\n".join(lines) + "\n"
 
 
@@ -71,8 +96,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="test")
-    ap.add_argument("preds", type=Path, nargs="+")
+    ap.add_argument("--mrnet-run", type=Path, default=None)
+    ap.add_argument("preds", type=Path, nargs="*")
     args = ap.parse_args()
+    if args.mrnet_run is not None:
+        print(mrnet_conditions(args.data, args.split, args.mrnet_run))
     for p in args.preds:
         print(analyse(args.data, args.split, p))
 

@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument(
         "--stcn-run", type=Path, default=None, help="Score a trained `propagation` run (anchors: labelled)."
     )
+    ap.add_argument("--threshold", type=float, default=0.9, help="Certainty threshold of --retrain-only.")
     args = ap.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -43,6 +43,12 @@ def test_periphery_crops_are_the_four_corners() -> None:
     np.testing.assert_array_equal(crops[1], img[:, :3, 17:])
     np.testing.assert_array_equal(crops[2], img[:, 7:, :3])
     np.testing.assert_array_equal(crops[3], img[:, 7:, 17:])
+    # keep=2: the two brightest of the 8 border crops (dark vignette corners and dark lesions are dropped)
+    dark = np.zeros((1, 10, 20), np.float32)
+    dark[:, 7:, 17:] = 9.0  # bottom-right corner
+    dark[:, :3, 8:11] = 5.0  # top edge midpoint (x from (20 - 3) // 2 = 8)
+    kept = periphery_crops(dark, 0.3, keep=2)
+    assert [float(c.mean()) for c in kept] == [9.0, 5.0]
 
 
 def test_mirror_tile_repeats_the_patch_without_seams() -> None:

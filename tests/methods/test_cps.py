@@ -69,7 +69,9 @@ def test_cps_on_partially_labelled_volume(tmp_path: Path) -> None:
     ds = _volume_dataset(tmp_path / "ds", hu=True)
     method = get_method("cps")
     cfg = load_method_config(
-        method, preset="smoke", overrides=["train_slices=2", "ct_windows=true", "train.progress=false"]
+        method,
+        preset="smoke",
+        overrides=["train_slices=2", "ct_windows=true", "supervised_loss=ce_lovasz", "train.progress=false"],
     )
     method.fit(ds, cfg, tmp_path / "run")
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())

@@ -244,3 +244,17 @@ def test_method_fit_predict_labelled_anchors_and_cli(tmp_path: Path) -> None:
         ],
     )
     assert isinstance(r.exception, DataError) and "out of range" in str(r.exception)
+
+
+def test_method_reference_anchors_on_a_volume(tmp_path: Path) -> None:
+    from labelwise.methods import get_method, load_method_config, load_run
+
+    ds = _partial_dataset(tmp_path / "ds")
+    method = get_method("propagation")
+    cfg = load_method_config(method, preset="smoke", overrides=["reference_stride=2", "train.progress=false"])
+    method.fit(ds, cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "reference" / "weights.safetensors").is_file()
+    _, _, predictor = load_run(tmp_path / "run", "cpu")
+    pred = predictor.predict(ds["v"])
+    assert pred.probs.shape == (2, 16, 16, 12)
+    np.testing.assert_allclose(pred.probs.sum(0), 1.0, atol=1e-4)

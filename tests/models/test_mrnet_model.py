@@ -127,3 +127,14 @@ def test_soft_cross_entropy_ignores_invalid_samples() -> None:
     target2[1] = 0.5
     assert float(soft_cross_entropy(logits, target2, valid)) == pytest.approx(float(a))
     assert float(a) == pytest.approx(float(soft_cross_entropy(logits[:1], target[:1])))
+
+
+def test_resnet34_encoder_pyramid() -> None:
+    from labelwise.models.blocks import UNetEncoder
+
+    enc = UNetEncoder(2, 1, (8,), "resnet34")
+    feats = enc(torch.randn(2, 1, 64, 64))
+    assert enc.divisor == 32
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (8, 64, 64), (64, 32, 32), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)
+    ]  # fmt: skip

@@ -60,6 +60,7 @@ __all__ = [
     "prepare_image",
     "read_weak_image",
     "resize_chw",
+    "write_example_dataset",
     "write_slice_label_dataset",
 ]
 
@@ -138,7 +139,7 @@ class Domains:
         what = (
             "normal images"
             if self.source == "normal"
-            else "healthy-skin images made from corner crops of lesion images"
+            else "healthy-skin mosaics made from border crops of lesion images"
         )
         return f"domain A: {len(self.lesion_ids)} lesion images; domain B: {len(self.healthy_ids)} {what}"
 
@@ -431,3 +432,47 @@ def write_slice_label_dataset(
     writer.finish()
     logger.info("wrote %s: %d slices with, %d without the structure", dest, counts[1], counts[0])
     return Path(dest)
+
+
+def write_example_dataset(
+    dest: str | Path, n_lesion: int = 4, n_normal: int = 3, size: int = 32, seed: int = 0
+) -> Dataset:
+    """Write a tiny weakly labelled RGB dataset (smoke tests, the method contract test).
+
+    Skin-coloured noise images; lesion images hold a dark disc (radius 18-28 % of the side) near the centre.
+    Image label ``lesion`` is 1 or 0; the disc mask is stored as rater ``gt`` (for evaluation only). Splits: one
+    lesion and one normal image are ``test``, the rest ``train``.
+
+    Args:
+        dest: New dataset folder (replaced if it holds a dataset).
+        n_lesion: Lesion images (>= 2).
+        n_normal: Normal images (>= 2).
+        size: Image side in pixels.
+        seed: Random seed.
+
+    Returns:
+        The written dataset.
+
+    """
+    rng = np.random.default_rng(seed)
+    w = DatasetWriter(dest, "weak-example", 2, ("background", "lesion"), ("gt",), ("lesion",), overwrite=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n_lesion + n_normal):
+        lesion = i < n_lesion
+        img = np.array([200.0, 150.0, 130.0]).reshape(3, 1, 1) + rng.normal(0, 8, (3, size, size))
+        mask = np.zeros((size, size), np.int16)
+        if lesion:
+            cy, cx = size / 2 + rng.uniform(-size / 8, size / 8, 2)
+            r = rng.uniform(0.18, 0.28) * size
+            mask = (((yy - cy) ** 2 + (xx - cx) ** 2) <= r**2).astype(np.int16)
+            img = np.where(mask[None] > 0, img * 0.35, img)
+        test = i in (n_lesion - 1, n_lesion + n_normal - 1)
+        w.add_case(
+            f"case{i:02d}",
+            np.clip(img, 0, 255).astype(np.float32),
+            {"gt": mask},
+            image_labels={"lesion": int(lesion)},
+            split="test" if test else "train",
+        )
+    w.finish()
+    return Dataset(dest)

@@ -29,7 +29,14 @@ import torch
 from torch import nn
 
 from labelwise.data import Case, Dataset
-from labelwise.data.domains import DomainConfig, Domains, build_domains, prepare_image, resize_chw
+from labelwise.data.domains import (
+    DomainConfig,
+    Domains,
+    build_domains,
+    prepare_image,
+    resize_chw,
+    write_example_dataset,
+)
 from labelwise.engine import (
     ChannelNorm,
     Plan,
@@ -264,6 +271,11 @@ class CAMMethod(Method):
                 healthy_source=domains.source,
                 selection="last epoch (no pixel labels used)",
             )
+
+    @classmethod
+    def example_dataset(cls, dest: Path) -> Dataset:
+        """A tiny weakly labelled dataset (image label ``lesion``) for the contract test."""
+        return write_example_dataset(dest)
 
     @classmethod
     def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> CAMPredictor:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelwise.data import Case, Dataset
-from labelwise.data.domains import DomainConfig, build_domains, prepare_image
+from labelwise.data.domains import DomainConfig, build_domains, prepare_image, write_example_dataset
 from labelwise.engine import (
     Plan,
     RunDir,
@@ -293,6 +293,11 @@ class CLTNMethod(Method):
                 healthy_source=domains.source,
                 selection="last iteration (no pixel labels used)",
             )
+
+    @classmethod
+    def example_dataset(cls, dest: Path) -> Dataset:
+        """A tiny weakly labelled dataset (image label ``lesion``) for the contract test."""
+        return write_example_dataset(dest)
 
     @classmethod
     def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> CLTNPredictor:

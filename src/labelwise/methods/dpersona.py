@@ -27,6 +27,7 @@ raters are skipped (logged). 3D volumes: ``slicewise: true`` (2D network, slice 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -233,9 +234,16 @@ class PersonaTask(TrainTask):
     """Stage II: R projection heads over the frozen stage-I model's prior samples."""
 
     def __init__(
-        self, net: ProbUNet, heads: PersonaHeads, plan: Plan, cfg: DPersonaConfig, device: torch.device
+        self,
+        net: ProbUNet,
+        heads: PersonaHeads,
+        plan: Plan,
+        cfg: DPersonaConfig,
+        device: torch.device,
+        rater_ids: Sequence[str] = (),
     ) -> None:
         self.frozen = net.to(device).eval().requires_grad_(False)
+        self.rater_ids = tuple(rater_ids)
         self.modules = {"heads": heads}
         self.plan = plan
         self.cfg = cfg
@@ -266,7 +274,7 @@ class PersonaTask(TrainTask):
         heads = self.modules["heads"]
         assert isinstance(heads, PersonaHeads)
         out = _predict_prob(self.frozen, heads, case, self.plan, 1, self.cfg.head_samples, 0, ctx.device)
-        rater_ids = self._rater_ids
+        rater_ids = self.rater_ids
         stack = case_rater_stack(case, rater_ids)
         maps = out["raters"]
         if self.plan.slicewise:
@@ -274,8 +282,6 @@ class PersonaTask(TrainTask):
             stack, maps = stack[..., idx], maps[..., idx]
         scores = [dice(maps[i] > 0, stack[i] > 0) for i in range(len(rater_ids)) if stack[i].min() >= 0]
         return {"persona_dice": float(np.mean(scores))}
-
-    _rater_ids: tuple[str, ...] = ()
 
 
 def _predict_prob(
@@ -429,8 +435,7 @@ class DPersonaMethod(Method):
         seed_everything(config.stage2.seed + 1)
         heads = _build_heads(config, net, plan, len(rater_ids))
         device = default_device()
-        task = PersonaTask(net, heads, plan, config, device)
-        task._rater_ids = rater_ids
+        task = PersonaTask(net, heads, plan, config, device, rater_ids)
         val_cases = list(dataset.cases("val"))
         r2 = Trainer(task, config.stage2, rd.path / "stage2", source, val_cases, device=device).fit()
         if init_distributed().is_main:

@@ -353,9 +353,15 @@ def propagate(
         backend = _IntensityBackend(vol, intensity_scale, position_scale, radius, top_k)
     else:
         backend = _STCNBackend(model, vol)
-    anchors = {z: _onehot(lab, k) for z, lab in ann.items()}
+    # Propagate only the classes that occur in the annotations (plus background), then expand back to K.
+    used = np.unique(np.concatenate([np.unique(a) for a in ann.values()] + [np.zeros(1, np.int64)]))
+    lut = np.zeros(k, dtype=np.int64)
+    lut[used] = np.arange(len(used))
+    anchors = {z: _onehot(lut[lab], len(used)) for z, lab in ann.items()}
     with torch.inference_mode():
-        probs = _run_schedule(backend, anchors, vol.shape[-1], k).numpy()
+        compact = _run_schedule(backend, anchors, vol.shape[-1], len(used)).numpy()
+    probs = np.zeros((k, *compact.shape[1:]), dtype=np.float32)
+    probs[used] = compact
     labels = np.argmax(probs, axis=0).astype(np.int16)
     for z, lab in ann.items():
         labels[..., z] = lab

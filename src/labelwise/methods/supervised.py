@@ -1,6 +1,6 @@
 """Supervised baseline: a U-Net trained on one fused label per case (the reference every paper compares to).
 
-Targets (``target``):
+Targets (``target``), fused with :mod:`labelwise.labels` (``majority_vote`` with ``tie="lowest"``, ``soft_mean``):
 
 * ``majority``: per-voxel majority vote of the raters present (ties go to the lower class index, i.e.
   background for binary tasks), one-hot;
@@ -52,6 +52,7 @@ from labelwise.engine.distributed import barrier
 from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
+from labelwise.labels import majority_vote, soft_mean
 from labelwise.methods.base import Method, register_method
 from labelwise.models import MODELS, ModelSpec, build_model, dice_ce_loss
 from labelwise.models.unet import divisor as unet_divisor
@@ -129,11 +130,9 @@ def fused_target(case: Case, target: str, num_classes: int, rater: str | None = 
         maps = case.raters
     if int(maps.max()) >= num_classes or int(maps.min()) < 0:
         raise DataError(f"case {case.id}: label values outside 0..{num_classes - 1}")
-    onehot = (np.arange(num_classes).reshape(-1, 1, *([1] * (maps.ndim - 1))) == maps[None]).astype(np.float32)
-    mean = onehot.mean(axis=1)  # (K, *spatial)
     if target == "mean":
-        return np.asarray(mean, dtype=np.float32)
-    votes = np.argmax(mean, axis=0)  # first maximum: ties go to the lower class index
+        return np.asarray(soft_mean(maps, num_classes=num_classes), dtype=np.float32)
+    votes = majority_vote(maps, num_classes=num_classes, tie="lowest")  # ties go to the lower class index
     return np.asarray(np.arange(num_classes).reshape(-1, *([1] * votes.ndim)) == votes[None], dtype=np.float32)
 
 

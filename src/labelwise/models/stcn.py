@@ -129,23 +129,22 @@ def local_topk_readout(
 
     """
     h, w = memory_key.shape[-2:]
+    t = memory_key.shape[0]
     r = int(radius)
     big = 1e4  # padded positions get a far-away key and are never selected
     mk = F.pad(memory_key, (r,) * 4, value=big)
     mv = F.pad(memory_value, (r,) * 4, value=0.0)
-    affs, vals = [], []
-    for dx in range(2 * r + 1):
-        for dy in range(2 * r + 1):
-            sk = mk[:, :, dx : dx + h, dy : dy + w]  # (T, D, H, W): memory position (x + dx - r, y + dy - r)
-            affs.append(-((sk - query_key[None]) ** 2).sum(1))  # (T, H, W)
-            vals.append(mv[:, :, dx : dx + h, dy : dy + w])
-    aff = torch.cat(affs, 0)  # (M, H, W)
-    values = torch.cat(vals, 0)  # (M, V, H, W)
+    offsets = [(dx, dy) for dx in range(2 * r + 1) for dy in range(2 * r + 1)]
+    # candidate m = offset index * T + frame: memory position (x + dx - r, y + dy - r) of frame t
+    aff = torch.cat([-((mk[:, :, dx : dx + h, dy : dy + w] - query_key[None]) ** 2).sum(1) for dx, dy in offsets], 0)
     k = min(int(top_k), aff.shape[0])
     top, idx = torch.topk(aff, k, dim=0)  # (k, H, W)
-    wts = torch.softmax(top, dim=0)
-    sel = torch.gather(values, 0, idx[:, None].expand(-1, values.shape[1], -1, -1))  # (k, V, H, W)
-    return (wts[:, None] * sel).sum(0)
+    weights = torch.zeros_like(aff).scatter_(0, idx, torch.softmax(top, dim=0))  # (M, H, W), zero off the top k
+    out = torch.zeros((memory_value.shape[1], h, w), dtype=memory_value.dtype)
+    for o, (dx, dy) in enumerate(offsets):
+        for f in range(t):
+            out += weights[o * t + f] * mv[f, :, dx : dx + h, dy : dy + w]  # values never stacked: O(V H W) memory
+    return out
 
 
 def soft_aggregate(object_probs: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,7 @@ class UNetEncoder(nn.Module):
                 n_input_channels=in_channels,
                 conv1_t_stride=2,
                 feed_forward=False,
-                norm="instance",
+                norm=("instance", {"affine": True}),
             )
             self.out_channels = [stem, 64, 64, 128, 256, 512]
             self.divisor = 32
