@@ -17,8 +17,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path: Path) -> No
     html = (out / "report.html").read_text(encoding="utf-8")
     for method in ("supervised", "mrnet", "dpersona"):
         assert f"<td>{method}</td>" in html
-        summary = json.loads((out / "eval" / method / "summary.json").read_text())
+        summary = json.loads((out / "eval" / method / "summary.json").read_text(encoding="utf-8"))
         assert summary["n_failed"] == 0 and summary["n_scored"] == summary["n_cases"] > 0
     assert "Label quality" in html
-    assert (out / "qa" / "quality.csv").read_text().count("\n") > 1
+    assert (out / "qa" / "quality.csv").read_text(encoding="utf-8").count("\n") > 1
     assert (out / "fused" / "reliability.csv").exists()

@@ -32,7 +32,7 @@ def _dataset(root: Path, n: int = 4) -> Path:
 
 
 def _manifest(root: Path) -> dict:
-    return json.loads((root / "dataset.json").read_text())
+    return json.loads((root / "dataset.json").read_text(encoding="utf-8"))
 
 
 def _save_manifest(root: Path, data: dict) -> None:

@@ -48,7 +48,7 @@ def test_generic_folder_imports_checks_and_summarises(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     # expert vs resident on lesion01: 12 px each, shifted by one column -> overlap 9 -> Dice 18/24 = 0.75
     assert "mean pairwise inter-rater Dice 0.750" in res.output
-    stats = json.loads((tmp_path / "stats.json").read_text())
+    stats = json.loads((tmp_path / "stats.json").read_text(encoding="utf-8"))
     assert stats["num_cases"] == 3 and stats["image_label_counts"] == {"diagnosis": {"0": 1, "1": 2}}
 
 
@@ -58,7 +58,7 @@ def test_broken_dataset_lists_all_problems_and_exits_1(tmp_path: Path) -> None:
     assert runner.invoke(app, ["data", "import", "folder", str(src), str(dest)]).exit_code == 0
     (dest / "labels" / "lesion02_expert.nii.gz").unlink()
     (dest / "images" / "healthy01.nii.gz").write_bytes(b"garbage")
-    manifest = json.loads((dest / "dataset.json").read_text())
+    manifest = json.loads((dest / "dataset.json").read_text(encoding="utf-8"))
     entry = next(c for c in manifest["cases"] if c["id"] == "lesion01")
     entry["labels"]["resident"] = "../../outside.nii.gz"
     (dest / "dataset.json").write_text(json.dumps(manifest))

@@ -483,4 +483,4 @@ def test_failed_import_into_existing_folder_leaves_no_manifest(tmp_path: Path) -
     (src / "classes.txt").write_text("background\nlesion\n")
     with pytest.raises(DataError):
         import_dataset("folder", src, dest)
-    assert (dest / "mine.txt").read_text() == "user file" and not (dest / "dataset.json").exists()
+    assert (dest / "mine.txt").read_text(encoding="utf-8") == "user file" and not (dest / "dataset.json").exists()

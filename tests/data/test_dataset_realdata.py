@@ -35,7 +35,7 @@ def test_qubiq_brain_growth_cli(real_data: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "stats", str(dest), "--json", str(tmp_path / "s.json")])
     assert res.exit_code == 0, res.output
     assert "39 x 7 raters" in res.output and "mean pairwise inter-rater Dice 0.856" in res.output
-    stats = json.loads((tmp_path / "s.json").read_text())
+    stats = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
     assert stats["shapes"] == {"128x128": 39} and stats["raters_per_case"] == {"7": 39}
     assert stats["mean_pairwise_dice"] == pytest.approx(0.856, abs=0.0015)
     assert stats["min_pairwise_dice"] == pytest.approx(0.678, abs=0.0015)  # README: lowest pair 0.678

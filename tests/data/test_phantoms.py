@@ -117,7 +117,7 @@ def test_dataset_is_fast_complete_and_documented(tmp_path: Path) -> None:
     assert truth.shape == (64, 64)
     p = make_phantom(np.random.default_rng([3, 0]), raters=0)  # the per-case stream; truth is drawn before raters
     assert (read_phantom_truth(ds.root, "case000") == p.truth).all()
-    assert json.loads((ds.root / "dataset.json").read_text())["format"] == "labelwise-dataset"
+    assert json.loads((ds.root / "dataset.json").read_text(encoding="utf-8"))["format"] == "labelwise-dataset"
 
 
 def test_dataset_3d_multiclass_and_overwrite(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def test_cam_trains_without_masks_and_predicts_through_the_cli(tmp_path: Path) -
         app, ["train", "cam", "--data", str(nomask), "--out", str(tmp_path / "run"), "--preset", "smoke"]
     )
     assert res.exit_code == 0, res.output
-    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
     assert meta["status"] == "finished" and meta["healthy_source"] == "normal"
     res = runner.invoke(app, ["predict", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "pred")])
     assert res.exit_code == 0, res.output
@@ -160,7 +160,7 @@ def test_cam_trains_without_masks_and_predicts_through_the_cli(tmp_path: Path) -
         assert pred.probs.shape == (2, *case.spatial_shape)
         np.testing.assert_allclose(pred.probs.sum(0), 1.0, atol=1e-5)
     assert cfg.domain.image_size == 32
-    index = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    index = json.loads((tmp_path / "pred" / "predictions.json").read_text(encoding="utf-8"))
     assert sorted(index["cases"]) == ["c04", "c08"]
 
 

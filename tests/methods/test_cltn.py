@@ -29,9 +29,9 @@ def test_cltn_trains_without_masks_and_predicts_through_the_cli(tmp_path: Path) 
         app, ["train", "cltn", "--data", str(nomask), "--out", str(tmp_path / "run"), "--preset", "smoke"]
     )
     assert res.exit_code == 0, res.output
-    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
     assert meta["status"] == "finished" and meta["steps"] == 2
-    log = (tmp_path / "run" / "logs" / "train.csv").read_text().splitlines()
+    log = (tmp_path / "run" / "logs" / "train.csv").read_text(encoding="utf-8").splitlines()
     assert "mask_a" in log[0] and len(log) == 3
     res = runner.invoke(app, ["predict", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "pred")])
     assert res.exit_code == 0, res.output

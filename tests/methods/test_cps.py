@@ -74,9 +74,9 @@ def test_cps_on_partially_labelled_volume(tmp_path: Path) -> None:
         overrides=["train_slices=2", "ct_windows=true", "supervised_loss=ce_lovasz", "train.progress=false"],
     )
     method.fit(ds, cfg, tmp_path / "run")
-    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text(encoding="utf-8"))
     assert plan["train_slices"] == {"v": [2, 7]} and plan["channels"] == 3 and plan["slicewise"]
-    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
     assert meta["labelled_units"] == 2 and meta["unlabelled_units"] == 8
     _, _, predictor = load_run(tmp_path / "run", "cpu")
     pred = predictor.predict(ds["v"])
@@ -98,7 +98,7 @@ def test_cps_adds_pseudo_label_slices(tmp_path: Path) -> None:
         overrides=["train_slices=2", f"pseudo_labels={tmp_path / 'pseudo'}", "train.progress=false"],
     )
     method.fit(ds, cfg, tmp_path / "run")
-    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
     assert meta["labelled_units"] == 2 + 4 and meta["unlabelled_units"] == 4
 
 

@@ -247,7 +247,7 @@ def test_qa_cli_ranks_raters_and_evaluates(trained: tuple[Path, Path], tmp_path:
     from labelwise.cli.main import app
 
     ds, run = trained
-    meta = json.loads((run / "meta.json").read_text())
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
     assert meta["candidates"] > 0 and sum(meta["candidate_dice_histogram"]) == meta["candidates"]
     out = tmp_path / "qa"
     res = CliRunner().invoke(
@@ -275,7 +275,7 @@ def test_qa_cli_ranks_raters_and_evaluates(trained: tuple[Path, Path], tmp_path:
     queue = _read(out / "review_queue.csv")
     preds = [float(r["predicted_dice"]) for r in queue]
     assert preds == sorted(preds) and [int(r["rank"]) for r in queue] == list(range(1, n_cases + 1))
-    ev = json.loads((out / "evaluation.json").read_text())
+    ev = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     assert set(ev["structure"]) == {"sentinel", "softmax", "entropy", "tta_dice"}
     assert (out / "slices.csv").is_file() and (out / "case_quality.csv").is_file()
 

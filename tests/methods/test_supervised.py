@@ -57,7 +57,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_train_predict_end_to_end(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, run = trained
-    meta = json.loads((run / "meta.json").read_text())
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
     assert meta["status"] == "finished" and meta["method"] == "supervised"
     assert "dice" in meta["val_metrics"]
     res = _invoke("predict", str(run), "--data", str(data), "--out", str(tmp_path / "pred"))
@@ -144,7 +144,7 @@ def test_slicewise_2d_on_3d_with_class_subset_and_held_out_slices(tmp_path: Path
         "train", "supervised", "--data", str(ds.root), "--out", str(run), *SMOKE, *(f"--set={s}" for s in sets)
     )
     assert res.exit_code == 0, res.output
-    plan = json.loads((run / "plan.json").read_text())
+    plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
     assert plan["spatial_dims"] == 2 and plan["class_names"] == ["background", "b"] and plan["class_indices"] == [0, 2]
     assert plan["train_slices"] == {"case00": [0, 6, 11], "case01": [0, 6, 11]}  # evenly spaced over 12 slices
     res = _invoke("predict", str(run), "--data", str(ds.root), "--out", str(tmp_path / "pred"))

@@ -123,10 +123,10 @@ def test_cli_end_to_end(folders: tuple[Path, Path], tmp_path: Path) -> None:
     r3 = next(r for r in table if r["case"] == "c2" and r["reference"] == "r3")
     # r3 (small cube) vs prediction (big cube): distances 0, 1 or sqrt(2) mm; with tau = 1.5 mm all count
     assert float(r3["nsd"]) == pytest.approx(1.0)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_failed"] == 1 and "c4" in summary["failures"]
     assert summary["config"]["tolerance_mm"] == 1.5
-    assert "| dice | organ | majority |" in (out / "summary.md").read_text()
+    assert "| dice | organ | majority |" in (out / "summary.md").read_text(encoding="utf-8")
 
 
 def test_missing_prediction_is_counted(folders: tuple[Path, Path]) -> None:

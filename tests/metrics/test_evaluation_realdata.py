@@ -89,7 +89,7 @@ def test_qubiq_evaluate(real_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     code = _run_cli(["evaluate", "--pred", str(pred), "--data", str(ds), "--out", str(out), "--n-bootstrap", "200"])
     assert code == 1  # one broken file
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_cases"] == 8 and summary["n_failed"] == 1 and summary["n_scored"] == 7
     m = summary["metrics"]
     # the hard prediction IS the majority vote
@@ -113,7 +113,7 @@ def test_totalsegmentator_evaluate(real_data: Path, tmp_path: Path) -> None:
          "--tolerance-mm", "3"]
     )  # fmt: skip
     assert code == 1
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_failed"] == 1 and "ct_copy" in summary["failures"]
     dice = summary["metrics"]["dice"]
     assert dice["liver"]["majority"]["mean"] == pytest.approx(0.98, abs=0.01)  # data README: liver 0.98

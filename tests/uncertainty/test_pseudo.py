@@ -42,7 +42,7 @@ def test_write_pseudo_labels_keeps_certain_chunks_and_leaves_source_alone(tmp_pa
     assert a.raters[0][..., 2].sum() == 16 and a.raters[0][..., 5].sum() == 0
     assert new["b"].labelled_slices == tuple(range(8))
     assert report.kept_units == 3 and len(report.decisions) == 4
-    saved = json.loads((tmp_path / "new" / REPORT_NAME).read_text())
+    saved = json.loads((tmp_path / "new" / REPORT_NAME).read_text(encoding="utf-8"))
     assert saved["kept_slices"]["a"] == [2, 3] and saved["total_units"] == 4
 
 

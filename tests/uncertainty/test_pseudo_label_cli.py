@@ -43,5 +43,5 @@ def test_pseudo_label_cli_writes_new_dataset_and_report(tmp_path: Path) -> None:
     assert "kept 1/2 unit(s)" in r.output
     new = Dataset(tmp_path / "new")
     assert new["a"].labelled_slices == (0, 1)
-    report = json.loads((tmp_path / "new" / "pseudo_report.json").read_text())
+    report = json.loads((tmp_path / "new" / "pseudo_report.json").read_text(encoding="utf-8"))
     assert [u["kept"] for u in report["units"]] == [True, False]

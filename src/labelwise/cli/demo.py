@@ -31,7 +31,7 @@ class _Budget:
 
 
 _BUDGETS = {
-    "default": _Budget(cases=40, epochs=6, steps=12, sentinel_epochs=4, sentinel_steps=12),
+    "default": _Budget(cases=32, epochs=4, steps=10, sentinel_epochs=3, sentinel_steps=10),
     "quick": _Budget(cases=12, epochs=1, steps=2, sentinel_epochs=1, sentinel_steps=2),
 }
 
@@ -128,6 +128,10 @@ def demo(
                     f"train.steps_per_epoch={budget.sentinel_steps}",
                     "--set",
                     f"train.seed={seed}",
+                    "--set",
+                    "checkpoint_steps=[5,15,30]",
+                    "--set",
+                    "perturbations_per_slice=4",
                 ]
             ],
         )
@@ -182,6 +186,7 @@ def demo(
         )
     for number, (title, commands) in enumerate(stages, start=2):
         console.rule(f"[{number}/{len(stages) + 1}] {title}")
+        stage_start = time.perf_counter()
         for args in commands:
             try:
                 _invoke(args)
@@ -189,6 +194,7 @@ def demo(
                 raise fail(
                     f"demo stage '{title}' failed (labelwise {' '.join(args[:2])} exited {exc.exit_code})"
                 ) from None
+        console.print(f"[dim]{title}: {time.perf_counter() - stage_start:.0f} s[/dim]")
     minutes = (time.perf_counter() - start) / 60
     console.rule(f"done in {minutes:.1f} min")
     typer.echo(f"report: {(out / 'report.html').resolve()}")

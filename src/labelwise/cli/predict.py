@@ -51,7 +51,9 @@ def predict(
         raise fail(f"{data}: no cases in split {split!r}")
     out.mkdir(parents=True, exist_ok=True)
     # Class names of the model's outputs (a subset of the dataset's when trained with `classes`).
-    index = PredictionIndex(method.name, tuple(plan.class_names), tuple(ds.rater_ids), [])
+    # Per-rater maps come in the order of the raters the model was trained with (multi-rater predictors say which).
+    rater_ids = tuple(getattr(predictor, "rater_ids", ds.rater_ids))
+    index = PredictionIndex(method.name, tuple(plan.class_names), rater_ids, [])
     options: dict[str, object] = {} if tta is None else {"tta": tta}
     # --- multi-rater method options: validated once, before any case is predicted ---
     if rater_weights is not None:

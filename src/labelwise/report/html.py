@@ -16,7 +16,7 @@ import numpy as np
 
 from labelwise.data import Dataset
 from labelwise.errors import DataError
-from labelwise.io import read_prediction, write_text_atomic
+from labelwise.io import PredictionIndex, read_prediction, write_text_atomic
 from labelwise.report.figures import agreement_png, case_panel_png, reliability_png
 
 __all__ = ["REPORT_METRICS", "MethodResult", "build_report", "case_panels", "load_evaluation"]
@@ -158,7 +158,8 @@ def case_panels(dataset: Dataset, case_id: str, results: Sequence[MethodResult])
         for k, s in enumerate((pred.samples if pred.samples is not None else [])[:4]):
             panels.append((f"{res.name}: sample {k}", s, "label"))
         rater_maps = list(pred.raters) if pred.raters is not None else []
-        for rid, m in zip(dataset.rater_ids or [str(i) for i in range(len(rater_maps))], rater_maps, strict=False):
+        names = PredictionIndex.load(res.pred_dir).rater_ids or tuple(str(i) for i in range(len(rater_maps)))
+        for rid, m in zip(names, rater_maps, strict=False):
             panels.append((f"{res.name}: as {rid}", m, "label"))
         if pred.uncertainty is not None:
             panels.append((f"{res.name}: uncertainty", pred.uncertainty, "heat"))

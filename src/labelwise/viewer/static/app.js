@@ -31,7 +31,7 @@ function renderList() {
   const text = $("filter-text").value.toLowerCase();
   const split = $("filter-split").value;
   const review = $("filter-review").value;
-  const rows = state.tab === "queue" ? state.queue.map((q) => ({ id: q.case, quality: q.predicted_dice, review: q.review, extra: q.structure || q.source || "" }))
+  const rows = state.tab === "queue" ? state.queue.map((q) => ({ id: q.case, quality: q.predicted_dice, review: q.review, extra: [q.source, q.structure].filter(Boolean).join(" · ") }))
     : state.cases;
   for (const c of rows) {
     if (text && !c.id.toLowerCase().includes(text)) continue;
@@ -135,7 +135,7 @@ async function draw() {
     const graded = name === "prob" || name === "uncertainty";
     for (let p = 0, i = 0; p < w * h; p++, i += 4) {
       const v = data.data[i];
-      if (!v) continue;
+      if (!v || (graded && v < 13)) continue;
       if (graded) blend(i, [255, 255 * (1 - v / 255), 0], alpha * v / 255);
       else blend(i, name === "consensus" || name === "pred" || name === "correction" ? layerColour(name) : layerColour(name).map((c) => c * (0.6 + 0.4 * (v % 2))), alpha);
     }
