@@ -31,7 +31,7 @@ class _Budget:
 
 
 _BUDGETS = {
-    "default": _Budget(cases=32, epochs=4, steps=10, sentinel_epochs=3, sentinel_steps=10),
+    "default": _Budget(cases=40, epochs=12, steps=20, sentinel_epochs=6, sentinel_steps=20),
     "quick": _Budget(cases=12, epochs=1, steps=2, sentinel_epochs=1, sentinel_steps=2),
 }
 
