@@ -38,15 +38,19 @@ Use :func:`train` / :func:`load_run` from code; the CLI (``labelwise train|predi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
 
 from labelwise.data import Case, Dataset
+from labelwise.engine.checkpoint import load_weights
 from labelwise.engine.config import config_from_dict, config_to_dict, load_config
+from labelwise.engine.planner import PLAN_NAME, Plan
 from labelwise.engine.rundir import RunDir
-from labelwise.errors import ConfigError
+from labelwise.engine.trainer import default_device
+from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.registry import Registry
 
@@ -54,10 +58,12 @@ __all__ = [
     "METHODS",
     "Method",
     "Predictor",
+    "TrainedRun",
     "available",
     "get_method",
     "load_method_config",
     "load_run",
+    "open_run",
     "register_method",
     "train",
 ]
@@ -203,3 +209,41 @@ def load_run(run_dir: str | Path, device: torch.device | str | None = None) -> t
     method = get_method(name)
     cfg: Any = config_from_dict(method.Config, cfg_map)
     return method, cfg, method.load_predictor(run_dir, device)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished run directory opened for prediction (what every predictor starts from).
+
+    Attributes:
+        rundir: The run directory.
+        config: The method's config, rebuilt from ``config.yaml``.
+        plan: The data-derived settings from ``plan.json``.
+        device: Where the networks run.
+
+    """
+
+    rundir: RunDir
+    config: Any
+    plan: Plan
+    device: torch.device
+
+    def load(self, modules: Mapping[str, torch.nn.Module]) -> None:
+        """Load ``weights.safetensors`` into ``modules``, move them to the device and switch to eval mode."""
+        load_weights(self.rundir.weights_path, modules)
+        for module in modules.values():
+            module.to(self.device).eval()
+
+
+def open_run(run_dir: str | Path, config_cls: type, device: torch.device | str | None = None) -> TrainedRun:
+    """Open a trained run: config, plan and device; a run without weights raises :class:`DataError`."""
+    rd = RunDir(run_dir)
+    _, cfg_map = rd.read_config()
+    if not rd.weights_path.exists():
+        raise DataError("no weights.safetensors (training did not finish an epoch)", rd.path)
+    return TrainedRun(
+        rundir=rd,
+        config=config_from_dict(config_cls, cfg_map),
+        plan=Plan.load(rd.path / PLAN_NAME),
+        device=torch.device(device) if device is not None else default_device(),
+    )

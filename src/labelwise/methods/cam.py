@@ -45,17 +45,14 @@ from labelwise.engine import (
     TrainConfig,
     Trainer,
     TrainTask,
-    config_from_dict,
     config_to_dict,
-    default_device,
     init_distributed,
-    load_weights,
     seed_everything,
 )
 from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
-from labelwise.methods.base import Method, register_method
+from labelwise.methods.base import Method, open_run, register_method
 from labelwise.methods.crf import CRFConfig, clean_mask, dense_crf, rescale_probability
 
 __all__ = [
@@ -293,16 +290,11 @@ class CAMPredictor:
     """
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        rd = RunDir(run_dir)
-        _, cfg_map = rd.read_config()
-        self.config: CAMConfig = config_from_dict(CAMConfig, cfg_map)
-        self.plan = Plan.load(rd.path / PLAN_NAME)
-        self.device = torch.device(device) if device is not None else default_device()
+        run = open_run(run_dir, CAMConfig, device)
+        self.config: CAMConfig = run.config
+        self.plan, self.device = run.plan, run.device
         self.net = build_classifier(self.plan.channels, self.config.widths, self.config.layers)
-        if not rd.weights_path.exists():
-            raise DataError("no weights.safetensors (training did not finish an epoch)", rd.path)
-        load_weights(rd.weights_path, {"net": self.net})
-        self.net.to(self.device).eval()
+        run.load({"net": self.net})
 
     def activation_map(self, image: np.ndarray) -> np.ndarray:
         """The lesion-class map of a working-size image.

@@ -43,23 +43,19 @@ from torch import nn
 from labelwise.data import Case, Dataset
 from labelwise.data.domains import DomainConfig, build_domains, prepare_image, write_example_dataset
 from labelwise.engine import (
-    Plan,
     RunDir,
     StepContext,
     TrainConfig,
     Trainer,
     TrainTask,
-    config_from_dict,
     config_to_dict,
-    default_device,
     init_distributed,
-    load_weights,
     seed_everything,
 )
 from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
-from labelwise.methods.base import Method, register_method
+from labelwise.methods.base import Method, open_run, register_method
 from labelwise.methods.cam import DomainSource, finish_probability, weak_plan
 from labelwise.methods.crf import CRFConfig
 from labelwise.models.cltn import CLTNDiscriminator, CLTNGenerator, GeneratorOutput, discriminator_layers
@@ -315,16 +311,12 @@ class CLTNPredictor:
     """
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        rd = RunDir(run_dir)
-        _, cfg_map = rd.read_config()
-        self.config: CLTNConfig = config_from_dict(CLTNConfig, cfg_map)
-        self.plan = Plan.load(rd.path / PLAN_NAME)
-        self.device = torch.device(device) if device is not None else default_device()
-        if not rd.weights_path.exists():
-            raise DataError("no weights.safetensors (training did not finish an epoch)", rd.path)
+        run = open_run(run_dir, CLTNConfig, device)
+        self.config: CLTNConfig = run.config
+        self.plan, self.device = run.plan, run.device
         self.nets = build_cltn(self.plan.channels, self.config)
-        load_weights(rd.weights_path, self.nets)
-        self.generator = self.nets["g_ab"].to(self.device).eval()
+        run.load(self.nets)
+        self.generator = self.nets["g_ab"]
 
     def translate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run ``G_ab`` on a working-size image.

@@ -48,10 +48,7 @@ from labelwise.engine import (
     TrainConfig,
     Trainer,
     TrainTask,
-    config_from_dict,
     config_to_dict,
-    default_device,
-    load_weights,
     make_plan,
     normalize_image,
     predict_probs,
@@ -61,7 +58,7 @@ from labelwise.engine import (
 from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
-from labelwise.methods.base import Method, register_method
+from labelwise.methods.base import Method, open_run, register_method
 from labelwise.methods.supervised import _net_divisor, fused_target, model_case
 from labelwise.models import ModelSpec, build_model, dice_ce_loss
 from labelwise.uncertainty import PSEUDO_RATER
@@ -436,18 +433,12 @@ class CPSPredictor:
     """
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        rd = RunDir(run_dir)
-        _, cfg_map = rd.read_config()
-        self.config: CPSConfig = config_from_dict(CPSConfig, cfg_map)
-        self.plan = Plan.load(rd.path / PLAN_NAME)
-        self.device = torch.device(device) if device is not None else default_device()
+        run = open_run(run_dir, CPSConfig, device)
+        self.config: CPSConfig = run.config
+        self.plan, self.device = run.plan, run.device
         net_a, net_b = _build_nets(self.config, self.plan)
-        if not rd.weights_path.exists():
-            raise DataError("no weights.safetensors (training did not finish an epoch)", rd.path)
         self.nets = {"a": net_a, "b": net_b}
-        load_weights(rd.weights_path, self.nets)
-        for n in self.nets.values():
-            n.to(self.device).eval()
+        run.load(self.nets)
 
     def predict(self, case: Case, tta: bool | None = None, **options: Any) -> Prediction:
         """Fused class probabilities ``(K, *spatial)`` (mean of both networks' softmax).

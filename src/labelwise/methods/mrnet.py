@@ -39,11 +39,8 @@ from labelwise.engine import (
     TrainConfig,
     Trainer,
     TrainTask,
-    config_from_dict,
     config_to_dict,
-    default_device,
     init_distributed,
-    load_weights,
     make_plan,
     normalize_image,
     seed_everything,
@@ -61,7 +58,7 @@ from labelwise.methods._multirater import (
     save_rater_ids,
     training_arrays,
 )
-from labelwise.methods.base import Method, register_method
+from labelwise.methods.base import Method, open_run, register_method
 from labelwise.models.mrnet import MRNet, check_condition
 from labelwise.models.multirater_losses import one_hot_raters, rater_presence, soft_cross_entropy
 
@@ -311,17 +308,12 @@ class MRNetPredictor:
     """
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        rd = RunDir(run_dir)
-        _, cfg_map = rd.read_config()
-        self.config: MRNetConfig = config_from_dict(MRNetConfig, cfg_map)
-        self.plan = Plan.load(rd.path / PLAN_NAME)
-        self.rater_ids = load_rater_ids(rd.path)
-        self.device = torch.device(device) if device is not None else default_device()
+        run = open_run(run_dir, MRNetConfig, device)
+        self.config: MRNetConfig = run.config
+        self.plan, self.device = run.plan, run.device
+        self.rater_ids = load_rater_ids(run.rundir.path)
         self.net = _build(self.config, self.plan, len(self.rater_ids))
-        if not rd.weights_path.exists():
-            raise DataError("no weights.safetensors (training did not finish an epoch)", rd.path)
-        load_weights(rd.weights_path, {"net": self.net})
-        self.net.to(self.device).eval()
+        run.load({"net": self.net})
 
     def rater_weighting(self, rater_weights: str | Sequence[float] | None = None) -> tuple[float, ...]:
         """The validated weighting: ``rater_weights``, else the config's default, else uniform.

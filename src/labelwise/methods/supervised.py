@@ -37,11 +37,8 @@ from labelwise.engine import (
     TrainConfig,
     Trainer,
     TrainTask,
-    config_from_dict,
     config_to_dict,
-    default_device,
     init_distributed,
-    load_weights,
     make_plan,
     normalize_image,
     predict_probs,
@@ -53,7 +50,7 @@ from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.labels import majority_vote, soft_mean
-from labelwise.methods.base import Method, register_method
+from labelwise.methods.base import Method, open_run, register_method
 from labelwise.models import MODELS, ModelSpec, build_model, dice_ce_loss
 from labelwise.models.unet import divisor as unet_divisor
 
@@ -318,16 +315,11 @@ class SupervisedPredictor:
     """
 
     def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        rd = RunDir(run_dir)
-        _, cfg_map = rd.read_config()
-        self.config: SupervisedConfig = config_from_dict(SupervisedConfig, cfg_map)
-        self.plan = Plan.load(rd.path / PLAN_NAME)
-        self.device = torch.device(device) if device is not None else default_device()
+        run = open_run(run_dir, SupervisedConfig, device)
+        self.config: SupervisedConfig = run.config
+        self.plan, self.device = run.plan, run.device
         self.net = build_model(self.config.model, self.plan.spatial_dims, self.plan.channels, self.plan.num_classes)
-        if not rd.weights_path.exists():
-            raise DataError("no weights.safetensors (training did not finish an epoch)", rd.path)
-        load_weights(rd.weights_path, {"net": self.net})
-        self.net.to(self.device).eval()
+        run.load({"net": self.net})
 
     def predict(self, case: Case, tta: bool | None = None, overlap: float | None = None, **options: Any) -> Prediction:
         """Class probabilities ``(K, *spatial)`` of ``case`` in its own geometry.
