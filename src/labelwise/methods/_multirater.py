@@ -37,6 +37,7 @@ __all__ = [
     "load_rater_ids",
     "parse_float_list",
     "predict_whole",
+    "prepare_training",
     "save_rater_ids",
     "training_arrays",
 ]
@@ -199,3 +200,46 @@ def parse_float_list(value: str | Sequence[float], what: str) -> tuple[float, ..
         except ValueError:
             raise ConfigError(f"{what}: expected comma-separated numbers, got {value!r}") from None
     return tuple(float(v) for v in value)
+
+
+def prepare_training(
+    dataset: Dataset, run_dir: Path, resumed: bool, divisor: int, config: Any, method: str
+) -> tuple[tuple[str, ...], Plan, Any, list[Case]]:
+    """Set up a multi-rater training run: rater order, plan, patch source and validation cases.
+
+    Args:
+        dataset: Training dataset (train split for the plan and patches, val split for selection).
+        run_dir: The run directory (``raters.json`` and ``plan.json`` are written there; a resumed run reuses its
+            plan).
+        resumed: Whether the run directory already held this run.
+        divisor: The network's down-sampling factor (patch sizes are multiples of it).
+        config: The method config (``slicewise``, ``patch_size``, ``augment``, ``foreground_p``, ``train.seed``).
+        method: Method name for error messages.
+
+    Returns:
+        ``(rater_ids, plan, source, val_cases)``; the global seed is set.
+
+    Raises:
+        DataError: the dataset declares no raters.
+
+    """
+    from labelwise.engine.data import PatchSource
+    from labelwise.engine.planner import PLAN_NAME, make_plan
+    from labelwise.engine.seed import seed_everything
+
+    rater_ids = tuple(dataset.rater_ids)
+    if not rater_ids:
+        raise DataError(f"{dataset.root}: {method} needs a dataset with raters")
+    save_rater_ids(run_dir, rater_ids)
+    plan_path = run_dir / PLAN_NAME
+    if resumed and plan_path.exists():
+        plan = Plan.load(plan_path)
+    else:
+        plan = make_plan(list(dataset.cases("train")), divisor, config.slicewise, config.patch_size)
+        plan.save(plan_path)
+    seed_everything(config.train.seed)
+    arrays, ids = training_arrays(dataset, plan, rater_ids)
+    source = PatchSource(
+        arrays, plan.patch_size, config.augment, "mean", config.foreground_p, ids, seed=config.train.seed
+    )
+    return rater_ids, plan, source, list(dataset.cases("val"))

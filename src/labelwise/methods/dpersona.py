@@ -50,7 +50,6 @@ from labelwise.engine import (
     default_device,
     init_distributed,
     load_weights,
-    make_plan,
     normalize_image,
     save_weights,
     seed_everything,
@@ -64,8 +63,7 @@ from labelwise.methods._multirater import (
     labelled_slices,
     load_rater_ids,
     predict_whole,
-    save_rater_ids,
-    training_arrays,
+    prepare_training,
 )
 from labelwise.methods.base import Method, register_method
 from labelwise.models.multirater_losses import (
@@ -335,25 +333,9 @@ def _build_heads(cfg: DPersonaConfig, net: ProbUNet, plan: Plan, num_raters: int
 def _fit_stage1(
     dataset: Dataset, config: ProbUNetConfig, rd: RunDir, resumed: bool, work_dir: Path
 ) -> tuple[ProbUNet, Plan, tuple[str, ...], Any, PatchSource]:
-    rater_ids = tuple(dataset.rater_ids)
-    if not rater_ids:
-        raise DataError(f"{dataset.root}: this method needs a dataset with raters")
-    save_rater_ids(rd.path, rater_ids)
-    plan_path = rd.path / PLAN_NAME
-    train_cases = list(dataset.cases("train"))
     divisor = ProbUNet(2, 1, 2, 1, 1, config.channels, config.encoder).divisor
-    if resumed and plan_path.exists():
-        plan = Plan.load(plan_path)
-    else:
-        plan = make_plan(train_cases, divisor, config.slicewise, config.patch_size)
-        plan.save(plan_path)
-    seed_everything(config.train.seed)
+    rater_ids, plan, source, val_cases = prepare_training(dataset, rd.path, resumed, divisor, config, "this method")
     net = _build(config, plan, len(rater_ids))
-    arrays, ids = training_arrays(dataset, plan, rater_ids)
-    source = PatchSource(
-        arrays, plan.patch_size, config.augment, "mean", config.foreground_p, ids, seed=config.train.seed
-    )
-    val_cases = list(dataset.cases("val"))
     result = Trainer(ProbUNetTask(net, plan, config), config.train, work_dir, source, val_cases).fit()
     return net, plan, rater_ids, result, source
 

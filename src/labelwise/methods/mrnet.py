@@ -32,7 +32,6 @@ import torch
 from labelwise.data import Case, Dataset
 from labelwise.engine import (
     AugmentConfig,
-    PatchSource,
     Plan,
     RunDir,
     StepContext,
@@ -41,11 +40,8 @@ from labelwise.engine import (
     TrainTask,
     config_to_dict,
     init_distributed,
-    make_plan,
     normalize_image,
-    seed_everything,
 )
-from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.methods._multirater import (
@@ -55,8 +51,7 @@ from labelwise.methods._multirater import (
     load_rater_ids,
     parse_float_list,
     predict_whole,
-    save_rater_ids,
-    training_arrays,
+    prepare_training,
 )
 from labelwise.methods.base import Method, open_run, register_method
 from labelwise.models.mrnet import MRNet, check_condition
@@ -245,27 +240,11 @@ class MRNetMethod(Method):
         """Plan, train with the engine and write the run directory (resumes an interrupted run)."""
         rd = RunDir(run_dir)
         resumed = rd.prepare(cls.name, config_to_dict(config), dataset)
-        rater_ids = tuple(dataset.rater_ids)
-        if not rater_ids:
-            raise DataError(f"{dataset.root}: MRNet needs a dataset with raters")
-        if config.rater_weights is not None:
-            check_condition(config.rater_weights, len(rater_ids))
-        save_rater_ids(rd.path, rater_ids)
-        plan_path = rd.path / PLAN_NAME
-        train_cases = list(dataset.cases("train"))
+        if config.rater_weights is not None and dataset.rater_ids:
+            check_condition(config.rater_weights, len(dataset.rater_ids))
         divisor = MRNet(2, 1, 2, 1, config.channels, config.encoder).divisor
-        if resumed and plan_path.exists():
-            plan = Plan.load(plan_path)
-        else:
-            plan = make_plan(train_cases, divisor, config.slicewise, config.patch_size)
-            plan.save(plan_path)
-        seed_everything(config.train.seed)
+        rater_ids, plan, source, val_cases = prepare_training(dataset, rd.path, resumed, divisor, config, "MRNet")
         net = _build(config, plan, len(rater_ids))
-        arrays, ids = training_arrays(dataset, plan, rater_ids)
-        source = PatchSource(
-            arrays, plan.patch_size, config.augment, "mean", config.foreground_p, ids, seed=config.train.seed
-        )
-        val_cases = list(dataset.cases("val"))
         task = MRNetTask(net, plan, config, rater_ids)
         result = Trainer(task, config.train, rd.path, source, val_cases).fit()
         if init_distributed().is_main:
@@ -274,7 +253,7 @@ class MRNetMethod(Method):
                 best_epoch=result.best_epoch,
                 val_metrics=result.best_metrics,
                 steps=result.steps,
-                train_cases=len(train_cases),
+                train_cases=len(dataset.split_ids("train")),
                 val_cases=len(val_cases),
                 rater_ids=list(rater_ids),
             )
