@@ -30,13 +30,27 @@ from labelwise.metrics import pair_counts, sample_diversity
 from labelwise.metrics.overlap import overlap_from_counts
 
 
-def _matrix_lines(m: np.ndarray, label: str) -> list[str]:
+def _matrix_lines(mats: list[np.ndarray], label: str) -> list[str]:
+    """Markdown for per-case R x R matrices ``D[i, j]`` = Dice(map i, rater j): mean matrix and the two readings.
+
+    Row reading (the issue's): map i against its own rater vs against the other raters. Column reading: rater j
+    predicted by its own map vs by the other maps; it removes how easy rater j is to match (a conservative or
+    generous rater scores low against every map), so it isolates what the rater-specific map adds.
+    """
+    m = np.mean(mats, axis=0)
     r = m.shape[0]
-    off = m[~np.eye(r, dtype=bool)]
+    eye = np.eye(r, dtype=bool)
+    off = m[~eye]
     wins = sum(m[i, i] > np.mean(np.delete(m[i], i)) for i in range(r))
+    col_wins = sum(m[j, j] > np.mean(np.delete(m[:, j], j)) for j in range(r))
+    gaps = np.array([np.mean(np.diag(c)) - np.mean(c[~eye]) for c in mats])
+    col_gap = np.mean([m[j, j] - np.mean(np.delete(m[:, j], j)) for j in range(r)])
     lines = [
-        f"- {label}: diagonal mean {np.mean(np.diag(m)):.4f}, off-diagonal mean {off.mean():.4f}; "
-        f"map i beats its mean off-diagonal Dice for {wins}/{r} raters",
+        f"- {label}: diagonal mean {np.mean(np.diag(m)):.4f}, off-diagonal mean {off.mean():.4f} "
+        f"(per case: gap {gaps.mean():+.4f} +- {gaps.std():.4f}, positive in {int((gaps > 0).sum())}/{len(gaps)} "
+        f"cases); row i's diagonal beats its off-diagonal mean for {wins}/{r} maps",
+        f"- column reading: rater j is matched better by map j than by the other maps on average for "
+        f"{col_wins}/{r} raters (mean margin {col_gap:+.4f})",
         "",
         "| map \\ rater | " + " | ".join(str(j + 1) for j in range(r)) + " |",
         "|---" * (r + 1) + "|",
@@ -60,7 +74,7 @@ def mrnet_conditions(data: Path, split: str, run: Path) -> str:
         maps = np.stack([pred.predict(case, rater_weights=np.eye(r)[i]).label > 0 for i in range(r)])
         mats.append(overlap_from_counts(pair_counts(maps, case.raters > 0), "dice"))
     lines = [f"### MRNet one-hot conditions ({run.name}, {len(mats)} {split} cases)", ""]
-    return "\n".join(lines + _matrix_lines(np.mean(mats, axis=0), "condition-vs-rater Dice")) + "\n"
+    return "\n".join(lines + _matrix_lines(mats, "condition-vs-rater Dice")) + "\n"
 
 
 def analyse(data: Path, split: str, pred_dir: Path) -> str:
@@ -87,7 +101,7 @@ def analyse(data: Path, split: str, pred_dir: Path) -> str:
             f"{rd:.4f} +- {np.std(div_rater):.4f} (ratio {pdiv / rd:.2f})"
         )
     if mats:
-        lines += _matrix_lines(np.mean(mats, axis=0), "head-vs-rater Dice")
+        lines += _matrix_lines(mats, "head-vs-rater Dice")
     return "\n".join(lines) + "\n"
 
 

@@ -170,3 +170,62 @@ def test_cam_train_rejects_a_dataset_without_image_labels(tmp_path: Path) -> Non
     data = make_weak_dataset(tmp_path / "d", n_lesion=3, n_normal=2, label="grade")
     with pytest.raises(DataError, match="no image-level label 'lesion'"):
         train("cam", data, tmp_path / "run", preset="smoke")
+
+
+# ------------------------------------------------------------------------------------------------- gating
+def test_gate_auto_follows_the_healthy_source() -> None:
+    from labelwise.methods.cam import gate_enabled
+
+    assert gate_enabled("auto", "normal") and not gate_enabled("auto", "periphery")
+    assert gate_enabled("always", "periphery") and not gate_enabled("never", "normal")
+    assert not gate_enabled("auto", None)  # an old run without healthy_source in meta.json: never gated
+    with pytest.raises(Exception, match="gate must be"):
+        gate_enabled("maybe", "normal")
+
+
+def test_cam_gating_empties_the_mask_of_images_called_healthy(tmp_path: Path) -> None:
+    import torch
+
+    from labelwise.methods import load_run
+    from labelwise.methods.base import train
+
+    data = make_weak_dataset(tmp_path / "d", n_lesion=5, n_normal=4)
+    train("cam", data, tmp_path / "run", preset="smoke")
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["gate"] is True  # real normal images: auto -> on
+    _, _, predictor = load_run(tmp_path / "run", "cpu")
+    case = Dataset(data).load("c04")
+    with torch.no_grad():  # force the classifier to say "healthy" on every image
+        predictor.net.fc.weight.zero_()
+        predictor.net.fc.bias.copy_(torch.tensor([10.0, -10.0]))
+    gated = predictor.predict(case)
+    assert float(gated.probs[1].max()) == 0.0
+    np.testing.assert_allclose(gated.probs[0], 1.0)
+    ungated = predictor.predict(case, gate="never")
+    assert ungated.probs.shape == gated.probs.shape
+    with torch.no_grad():  # "lesion": gating keeps the map
+        predictor.net.fc.bias.copy_(torch.tensor([-10.0, 10.0]))
+    np.testing.assert_array_equal(predictor.predict(case).probs, predictor.predict(case, gate="never").probs)
+
+
+# ------------------------------------------------------------------------------------------------- selection
+def test_selection_on_val_uses_the_fold_split_and_reports_it(tmp_path: Path) -> None:
+    from labelwise.methods.base import train
+
+    data = make_weak_dataset(tmp_path / "d", n_lesion=6, n_normal=6)
+    with pytest.raises(DataError, match="needs cases in the val split"):
+        train("cam", data, tmp_path / "bad", preset="smoke", overrides=["selection=val"])
+    res = CliRunner().invoke(
+        app,
+        ["data", "split", str(data), "--out", str(tmp_path / "f1"), "--folds", "3", "--fold", "1",
+         "--stratify", "lesion", "--val-fraction", "0.25"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "train 6 / val 2 / test 4" in res.output
+    ds = Dataset(tmp_path / "f1")
+    assert sorted(ds.record(i).image_labels["lesion"] for i in ds.split_ids("test")) == [0, 0, 1, 1]
+    train("cam", tmp_path / "f1", tmp_path / "run", preset="smoke", overrides=["selection=val"])
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["selection"].startswith("best val IoU: epoch 1 (dice ")
+    log = tmp_path / "run" / "logs" / "val.csv"
+    assert not log.exists() or "iou" in log.read_text(encoding="utf-8")

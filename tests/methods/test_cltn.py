@@ -120,3 +120,42 @@ def test_slice_label_dataset_from_a_volume(tmp_path: Path) -> None:
     assert case.image.shape == (1, 6, 5) and int(case.raters[0].sum()) == 4
     with pytest.raises(DataError, match="need both kinds"):
         write_slice_label_dataset(Dataset(tmp_path / "vol"), tmp_path / "none", structure=[9], axis=2)
+
+
+def test_cltn_gating_and_the_reconstruction_branch(tmp_path: Path) -> None:
+    from labelwise.methods import load_run
+    from labelwise.methods.base import train
+
+    data = make_weak_dataset(tmp_path / "d", n_lesion=4, n_normal=3)
+    train("cltn", data, tmp_path / "run", preset="smoke")
+    log = (tmp_path / "run" / "logs" / "train.csv").read_text(encoding="utf-8").splitlines()
+    assert "mask_a_max" in log[0] and "recon" in log[0]
+    _, _, predictor = load_run(tmp_path / "run", "cpu")
+    assert predictor.healthy_source == "normal"
+    case = Dataset(data).load("c03")
+    predictor.lesion_probability = lambda image: 0.1  # type: ignore[method-assign]  # "healthy"
+    gated = predictor.predict(case)
+    assert float(gated.probs[1].max()) == 0.0
+    assert float(predictor.predict(case, gate="never", postprocess="none").probs[1].max()) > 0.0
+    predictor.lesion_probability = lambda image: 0.9  # type: ignore[method-assign]  # "lesion": mask kept
+    np.testing.assert_array_equal(predictor.predict(case).probs, predictor.predict(case, gate="never").probs)
+
+
+def test_cltn_losses_do_not_penalise_the_mask_directly() -> None:
+    """With the mask-mixed decoder, identity/recon are minimised by m = 0 on healthy images; the mask only
+    enters the losses through the translation and the fused image (no ``mean(mask * |t - x|)`` term)."""
+    from labelwise.models.cltn import CLTNGenerator
+
+    torch.manual_seed(0)
+    g = CLTNGenerator(3, ngf=4, n_down=1, n_res=1).eval()
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        g.mask_head.weight.zero_()
+        g.mask_head.bias.fill_(-50.0)  # m = 0: the translation is decoded from the reconstruction features
+        before = g(x)
+        for p in g.dec_res.parameters():  # the AdaILN (translation) path no longer matters
+            p.add_(1.0)
+        after = g(x)
+    torch.testing.assert_close(before.translated, after.translated)
+    torch.testing.assert_close(before.reconstructed, after.reconstructed)
+    assert before.reconstructed.shape == x.shape

@@ -8,7 +8,7 @@ import typer
 
 from labelwise.cli.common import progress
 
-__all__ = ["app", "check", "import_", "stats"]
+__all__ = ["app", "check", "import_", "split", "stats"]
 
 app = typer.Typer(help="Import, check and summarise datasets.", no_args_is_help=True)
 
@@ -72,3 +72,21 @@ def stats(
     typer.echo(format_stats(result, max_classes=max_classes))
     if json_out is not None:
         write_json_atomic(json_out, result.to_json())
+
+
+@app.command("split")
+def split(
+    dataset: Path = typer.Argument(..., help="Dataset folder (or its dataset.json)."),
+    out: Path = typer.Option(..., "--out", help="New dataset folder (same cases, new splits)."),
+    folds: int = typer.Option(..., "--folds", min=2, help="Number of folds."),
+    fold: int = typer.Option(..., "--fold", min=0, help="Fold used as the test split (0-based)."),
+    stratify: str | None = typer.Option(None, "--stratify", help="Image-level label to stratify by."),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the non-test cases put in val."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
+) -> None:
+    """Write a copy of DATASET whose splits are fold FOLD of a seeded k-fold (see labelwise.data.splits)."""
+    from labelwise.data.splits import write_fold_dataset
+
+    counts = write_fold_dataset(dataset, out, folds, fold, stratify, val_fraction, seed, overwrite)
+    typer.echo(f"fold {fold}/{folds}: train {counts['train']} / val {counts['val']} / test {counts['test']} -> {out}")

@@ -1,12 +1,53 @@
-"""``labelwise evaluate``: score a prediction folder against a dataset (thin wrapper of the metrics runner)."""
+"""``labelwise evaluate``: score a prediction folder against a dataset (thin wrapper of the metrics runner).
+
+``--slices`` scores a subset of the slices of 3D cases (``labelwise.metrics.evaluation.SliceSelection``):
+``82-86,90`` (explicit indices and inclusive ranges), ``labelled`` (each case's labelled slices) or
+``held-out:RUN_DIR`` (each case's labelled slices minus the slices the run trained on, read from the run's
+``plan.json`` ``train_slices``: the test slices of the k-labelled-slice protocol).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-__all__ = ["evaluate"]
+if TYPE_CHECKING:
+    from labelwise.metrics.evaluation import SliceSelection
+
+__all__ = ["evaluate", "run_train_slices", "slice_selection"]
+
+HELD_OUT = "held-out:"
+
+
+def run_train_slices(run_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Case id -> training slices recorded by a run (``plan.json`` ``train_slices``; ``cps``, ``propagation``).
+
+    Raises:
+        ConfigError: The run recorded no training slices (not a slice-wise 3D run).
+
+    """
+    from labelwise.engine.planner import PLAN_NAME, Plan
+    from labelwise.errors import ConfigError
+
+    plan = Plan.load(Path(run_dir) / PLAN_NAME)
+    if not plan.train_slices:
+        raise ConfigError(f"{run_dir}: the run recorded no training slices (plan.json train_slices)")
+    return {cid: tuple(int(z) for z in zs) for cid, zs in plan.train_slices.items()}
+
+
+def slice_selection(text: str, axis: int = 2) -> SliceSelection:
+    """Parse ``--slices``: ``labelled``, ``held-out:RUN_DIR`` or indices/ranges such as ``82-86,90``."""
+    from labelwise.metrics.evaluation import SliceSelection, parse_slice_indices
+
+    text = text.strip()
+    if text == "labelled":
+        return SliceSelection("labelled", axis=axis, spec=text)
+    if text.startswith(HELD_OUT):
+        run = Path(text[len(HELD_OUT) :])
+        return SliceSelection("labelled", exclude=run_train_slices(run), axis=axis, spec=text)
+    return SliceSelection("indices", indices=parse_slice_indices(text), axis=axis, spec=text)
 
 
 def evaluate(
@@ -24,6 +65,18 @@ def evaluate(
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel worker processes."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=0, help="Bootstrap resamples for the 95% CI."),
+    classes: str = typer.Option(
+        "", "--classes", help="Comma-separated class names to score (default: every class of the prediction)."
+    ),
+    slices: str | None = typer.Option(
+        None,
+        "--slices",
+        help="3D: score only these slices: e.g. 82-86,90, 'labelled', or 'held-out:RUN_DIR' (labelled slices "
+        "minus the run's training slices). Overlap pooled over them, surface metrics 2D per slice, averaged.",
+    ),
+    slice_axis: int = typer.Option(
+        2, "--slice-axis", min=0, max=2, help="Spatial axis of --slices (2 = last, the labelled-slice axis)."
+    ),
 ) -> None:
     """Score predictions against each rater and the majority vote; write per-case and summary tables.
 
@@ -39,12 +92,15 @@ def evaluate(
     if empty not in CONVENTIONS:
         raise ConfigError(f"--empty must be one of {', '.join(CONVENTIONS)}, got {empty!r}")
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) or DEFAULT_METRICS
+    class_list = tuple(c.strip() for c in classes.split(",") if c.strip()) or None
     cfg = EvaluationConfig(
         metrics=names,
         tolerance_mm=tolerance_mm,
         percentile=percentile,
         empty=empty,  # type: ignore[arg-type]
         n_bootstrap=n_bootstrap,
+        classes=class_list,
+        slices=None if slices is None else slice_selection(slices, slice_axis),
     )
     console = Console(stderr=True)
     cols = (

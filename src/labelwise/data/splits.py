@@ -13,14 +13,18 @@ Example:
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from labelwise.data.manifest import SPLITS
-from labelwise.errors import ConfigError
+from labelwise.errors import ConfigError, DataError
 
-__all__ = ["assign_splits", "split_counts"]
+__all__ = ["assign_splits", "kfold_splits", "split_counts", "write_fold_dataset"]
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, ...]:
@@ -120,3 +124,149 @@ def _stratified(
         names = [SPLITS[k] for k, cnt in enumerate(per_class[c]) for _ in range(cnt)]
         out.update(zip(shuffled, names, strict=True))
     return out
+
+
+def kfold_splits(
+    ids: Sequence[str],
+    folds: int,
+    fold: int,
+    *,
+    seed: int = 0,
+    strata: Mapping[str, int | str] | None = None,
+    val_fraction: float = 0.2,
+) -> dict[str, str]:
+    """Seeded (optionally stratified) k-fold split: fold ``fold`` is test, a val subset is cut from the others.
+
+    Cases are sorted, then shuffled per stratum with ``default_rng(seed)`` and dealt round-robin into ``folds``
+    folds, one stratum after the other (strata sorted), so every fold gets each stratum in nearly equal shares and
+    the same ``seed`` gives the same folds for every ``fold``. The cases of fold ``fold`` become ``test``; of the
+    remaining cases ``round(val_fraction * n)`` become ``val`` (stratified by :func:`assign_splits` with
+    ``seed + 1000 + fold``) and the rest ``train``.
+
+    Args:
+        ids: Case ids (unique).
+        folds: Number of folds (>= 2, at most the number of cases).
+        fold: Which fold is the test set (0-based).
+        seed: Seed of the fold assignment.
+        strata: Optional case id -> image-level label to stratify by (e.g. diagnosis).
+        val_fraction: Share of the non-test cases that go to ``val`` (0 allowed).
+
+    Returns:
+        Case id -> ``train``, ``val`` or ``test``.
+
+    Raises:
+        ConfigError: bad ``folds``/``fold``/``val_fraction`` or duplicate ids.
+
+    Example:
+        >>> ids = [f"c{i:02d}" for i in range(30)]
+        >>> s = kfold_splits(ids, 3, 0, strata={i: int(i[1:]) % 3 for i in ids})
+        >>> [sum(v == k for v in s.values()) for k in ("train", "val", "test")]
+        [16, 4, 10]
+        >>> tests = [{i for i, v in kfold_splits(ids, 3, f).items() if v == "test"} for f in range(3)]
+        >>> len(set().union(*tests)), sum(len(t) for t in tests)
+        (30, 30)
+
+    """
+    if len(set(ids)) != len(ids):
+        raise ConfigError("case ids passed to kfold_splits are not unique")
+    if not 2 <= folds <= len(ids):
+        raise ConfigError(f"folds must be between 2 and the number of cases ({len(ids)}), got {folds}")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"fold must be in 0..{folds - 1}, got {fold}")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    label = {i: str(strata[i]) if strata is not None else "" for i in ids}
+    fold_of: dict[str, int] = {}
+    k = 0
+    for c in sorted(set(label.values())):
+        members = sorted(i for i in ids if label[i] == c)
+        for j in rng.permutation(len(members)):
+            fold_of[members[j]] = k % folds
+            k += 1
+    rest = [i for i in ids if fold_of[i] != fold]
+    n_val = round(val_fraction * len(rest))
+    inner = assign_splits(
+        rest,
+        counts=(len(rest) - n_val, n_val, 0),
+        seed=seed + 1000 + fold,
+        strata={i: label[i] for i in rest} if strata is not None else None,
+    )
+    return {i: "test" if fold_of[i] == fold else inner[i] for i in ids}
+
+
+def write_fold_dataset(
+    source: str | Path,
+    dest: str | Path,
+    folds: int,
+    fold: int,
+    stratify: str | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Write a new dataset version of ``source`` whose splits are fold ``fold`` of :func:`kfold_splits`.
+
+    Image and label files are hard-linked (copied where linking fails); the manifest is the source's with the
+    new splits, written last. The source is never modified.
+
+    Args:
+        source: Dataset folder.
+        dest: New dataset folder (must not hold a dataset unless ``overwrite``).
+        folds: Number of folds.
+        fold: Test fold (0-based).
+        stratify: Image-level label to stratify by (every case must have it), or None.
+        val_fraction: Share of the non-test cases that go to ``val``.
+        seed: Seed of the fold assignment.
+        overwrite: Replace an existing dataset at ``dest``.
+
+    Returns:
+        Number of cases per split.
+
+    Raises:
+        DataError: ``stratify`` missing on some case, or ``dest`` already holds a dataset.
+
+    """
+    from labelwise.data.dataset import Dataset
+    from labelwise.data.manifest import MANIFEST_NAME
+    from labelwise.io import write_json_atomic
+
+    ds = Dataset(source)
+    dest = Path(dest)
+    if dest.resolve() == ds.root.resolve():
+        raise DataError("the fold dataset must go to a new folder", dest)
+    if (dest / MANIFEST_NAME).exists():
+        if not overwrite:
+            raise DataError("a dataset already exists here (pass --overwrite to replace it)", dest)
+        (dest / MANIFEST_NAME).unlink()
+    ids = ds.ids
+    strata = None
+    if stratify is not None:
+        missing = [i for i in ids if stratify not in ds.record(i).image_labels]
+        if missing:
+            raise DataError(
+                f"{len(missing)} case(s) have no image-level label {stratify!r} (e.g. {missing[0]})", ds.root
+            )
+        strata = {i: ds.record(i).image_labels[stratify] for i in ids}
+    splits = kfold_splits(ids, folds, fold, seed=seed, strata=strata, val_fraction=val_fraction)
+    for rec in ds.manifest.cases:
+        for rel in [rec.image, *rec.labels.values()]:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.unlink()
+            try:
+                os.link(ds.resolve(rel), target)
+            except OSError:
+                shutil.copy2(ds.resolve(rel), target)
+    how = f"stratified by {stratify}" if stratify else "not stratified"
+    manifest = replace(
+        ds.manifest,
+        cases=tuple(replace(r, split=splits[r.id]) for r in ds.manifest.cases),
+        description=f"{ds.manifest.description} [fold {fold} of {folds}, seed {seed}, {how}, "
+        f"val fraction {val_fraction}]".strip(),
+        source=str(ds.root),
+    )
+    manifest.validate(dest / MANIFEST_NAME)
+    write_json_atomic(dest / MANIFEST_NAME, manifest.to_json())
+    return {k: sum(v == k for v in splits.values()) for k in SPLITS}

@@ -13,8 +13,17 @@ per image to [0, 1].
 Prediction: the normalised map at the working size, optionally refined by a dense CRF and cleaned up (Otsu /
 largest component), resized back to the image's own size, and returned as probabilities
 ``[1 - p, p]`` where ``p >= 0.5`` exactly where the map is at least ``threshold`` (see
-:func:`labelwise.methods.crf.rescale_probability`). There is no validation-based selection: the weights of the
-last epoch are kept (selecting on validation masks would use pixel labels).
+:func:`labelwise.methods.crf.rescale_probability`).
+
+**Image-level gating** (``gate``): the mask is emptied (foreground probability 0 everywhere) when the classifier
+calls the image healthy (softmax probability of the lesion class < 0.5). ``gate: auto`` (default) turns it on
+when the healthy domain was made of real normal images (``healthy_source`` ``normal``, e.g. CT slices without
+the organ) and off for periphery mosaics (PH2: every real image holds a lesion, and the classifier only learnt to
+tell whole images from border mosaics, so its "healthy" says nothing about a real image).
+
+Selection (``selection``): ``last`` (default) keeps the weights of the last epoch, so no pixel label is read;
+``val`` keeps the epoch with the best mean Jaccard (IoU) on the ``val`` split's masks (the first rater), the
+only place where masks enter training, and only as a checkpoint choice.
 """
 
 from __future__ import annotations
@@ -60,13 +69,23 @@ __all__ = [
     "CAMMethod",
     "CAMPredictor",
     "DomainSource",
+    "GateMode",
+    "SelectionMode",
     "build_classifier",
     "finish_probability",
+    "gate_enabled",
+    "mask_iou",
     "random_dihedral",
+    "selection_text",
+    "val_cases",
+    "val_scores",
     "weak_plan",
 ]
 
 logger = logging.getLogger(__name__)
+
+GateMode = Literal["auto", "always", "never"]
+SelectionMode = Literal["last", "val"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,9 @@ class CAMConfig:
         crf: Refine with a dense CRF (``crf_config``).
         crf_config: Dense CRF settings (the original's defaults).
         augment: Random flips and 90-degree rotations during training.
+        gate: Image-level gating: ``always`` empties the mask of images the classifier calls healthy, ``never`` not,
+            ``auto`` on exactly when the healthy domain was real normal images (see the module docstring).
+        selection: ``last`` (no pixel label read) or ``val`` (best mean IoU on the val split's masks).
         train: Engine settings (``batch_size`` images per step, half lesion, half healthy).
 
     """
@@ -96,8 +118,12 @@ class CAMConfig:
     crf: bool = False
     crf_config: CRFConfig = field(default_factory=CRFConfig)
     augment: bool = True
+    gate: GateMode = "auto"
+    selection: SelectionMode = "last"
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=8, steps_per_epoch=25, batch_size=16, lr=1e-3, checkpoint_every=25)
+        default_factory=lambda: TrainConfig(
+            epochs=8, steps_per_epoch=25, batch_size=16, lr=1e-3, checkpoint_every=25, monitor="iou"
+        )
     )
 
     def __post_init__(self) -> None:
@@ -207,11 +233,134 @@ def finish_probability(
     return np.stack([1 - fg, fg]).astype(np.float32)
 
 
-class CAMTask(TrainTask):
-    """Cross-entropy of the lesion/healthy classifier."""
+def gate_enabled(mode: str, healthy_source: str | None) -> bool:
+    """Resolve a ``gate`` setting: ``auto`` is on only when the healthy domain was real normal images.
 
-    def __init__(self, net: nn.Module) -> None:
+    Args:
+        mode: ``auto``, ``always`` or ``never`` (not on/off, which YAML reads as booleans).
+        healthy_source: The run's healthy domain (``normal`` or ``periphery``; None if unknown: off for auto).
+
+    Example:
+        >>> gate_enabled("auto", "normal"), gate_enabled("auto", "periphery"), gate_enabled("always", "periphery")
+        (True, False, True)
+
+    """
+    if mode not in ("auto", "always", "never"):
+        raise ConfigError(f"gate must be auto, always or never, got {mode!r}")
+    return mode == "always" or (mode == "auto" and healthy_source == "normal")
+
+
+def empty_probability(out_shape: tuple[int, ...]) -> np.ndarray:
+    """``(2, H, W)`` float32 probabilities of an image gated as healthy: background 1, foreground 0."""
+    return np.stack([np.ones(out_shape, np.float32), np.zeros(out_shape, np.float32)])
+
+
+def mask_iou(probs: np.ndarray, target: np.ndarray) -> float:
+    """Jaccard index of ``probs[1] >= 0.5`` with ``target > 0``; 1.0 when both are empty.
+
+    Args:
+        probs: ``(2, H, W)`` class probabilities.
+        target: ``(H, W)`` label map (foreground > 0).
+
+    Example:
+        >>> p = np.zeros((2, 2, 2), np.float32); p[1, 0] = 1
+        >>> mask_iou(p, np.array([[1, 0], [0, 0]])), mask_iou(np.zeros((2, 2, 2)), np.zeros((2, 2)))
+        (0.5, 1.0)
+
+    """
+    pred, ref = probs[1] >= 0.5, np.asarray(target) > 0
+    union = int((pred | ref).sum())
+    return 1.0 if union == 0 else float((pred & ref).sum()) / union
+
+
+def val_scores(probs: np.ndarray, case: Case) -> dict[str, float]:
+    """IoU and Dice of ``probs`` ``(2, H, W)`` with the case's first rater mask (selection on the val split)."""
+    if case.num_raters == 0:
+        raise DataError(f"case {case.id}: selection=val needs a mask on every val case")
+    ref = case.raters[0]
+    iou = mask_iou(probs, ref)
+    return {"iou": iou, "dice": 2 * iou / (1 + iou)}
+
+
+def lesion_map(net: nn.Module, image: np.ndarray, kind: str, device: torch.device) -> tuple[np.ndarray, float]:
+    """The lesion-class activation map and the classifier's lesion probability of one working-size image.
+
+    Args:
+        net: The classifier (2 outputs: healthy, lesion).
+        image: ``(C, S, S)`` float32 in [-1, 1].
+        kind: ``cam`` or ``gradcam``.
+        device: Device of ``net``.
+
+    Returns:
+        ``(S, S)`` float32 map in [0, 1] (min-max normalised by MONAI; constant maps give zeros) and the softmax
+        probability of the lesion class.
+
+    """
+    from monai.visualize.class_activation_maps import CAM, GradCAM
+
+    x = torch.from_numpy(image)[None].to(device)
+    with torch.no_grad():
+        p_lesion = float(torch.softmax(net(x), dim=1)[0, 1])
+    if kind == "gradcam":
+        # inference_mode(False): validation runs under inference mode, Grad-CAM needs gradients
+        with torch.inference_mode(False), torch.enable_grad():
+            xg = torch.from_numpy(image)[None].to(device)
+            out = GradCAM(nn_module=net, target_layers="layer4")(xg, class_idx=torch.tensor([1], device=device))
+    else:
+        with torch.no_grad():
+            out = CAM(nn_module=net, target_layers="layer4", fc_layers="fc")(
+                x, class_idx=torch.tensor([1], device=device)
+            )
+    cam: np.ndarray = np.nan_to_num(out.detach().cpu().numpy()[0, 0].astype(np.float32)).clip(0, 1)
+    return cam, p_lesion
+
+
+def val_cases(dataset: Dataset, selection: str) -> list[Case]:
+    """The val split's cases for ``selection: val`` (masks read for checkpoint choice only), else none."""
+    if selection != "val":
+        return []
+    cases = list(dataset.cases("val"))
+    if not cases:
+        raise DataError("selection=val needs cases in the val split", dataset.root)
+    return cases
+
+
+def selection_text(selection: str, best_epoch: int, metrics: dict[str, float]) -> str:
+    """What ``meta.json`` says about checkpoint selection."""
+    if selection != "val":
+        return "last epoch (no pixel labels used)"
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+    return f"best val IoU: epoch {best_epoch + 1} ({shown}); val masks used for this choice only"
+
+
+class CAMTask(TrainTask):
+    """Cross-entropy of the lesion/healthy classifier; optional val-split IoU for checkpoint selection."""
+
+    def __init__(
+        self, net: nn.Module, cfg: CAMConfig | None = None, healthy_source: str | None = None, channels: int = 3
+    ) -> None:
         self.modules = {"net": net}
+        self.cfg = cfg or CAMConfig()
+        self.gate = gate_enabled(self.cfg.gate, healthy_source)
+        self.channels = channels
+
+    def validation_step(self, case: Case, ctx: StepContext) -> dict[str, float]:
+        """IoU/Dice of the predicted mask (same pipeline as prediction, gating included) with the val mask."""
+        net = self.modules["net"]
+        img = prepare_image(case.image, self.channels, self.cfg.domain.image_size, case.id)
+        cam, p_lesion = lesion_map(net, img, self.cfg.cam, ctx.device)
+        if self.gate and p_lesion < 0.5:
+            probs = empty_probability(case.spatial_shape)
+        else:
+            probs = finish_probability(
+                cam,
+                img,
+                case.spatial_shape,
+                self.cfg.threshold,
+                self.cfg.postprocess,
+                self.cfg.crf_config if self.cfg.crf else None,
+            )
+        return val_scores(probs, case)
 
     def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """Adam at ``train.lr``."""
@@ -259,14 +408,18 @@ class CAMMethod(Method):
         seed_everything(config.train.seed)
         net = build_classifier(dataset.manifest.channels, config.widths, config.layers)
         source = DomainSource(domains, config.augment)
-        result = Trainer(CAMTask(net), config.train, rd.path, source, ()).fit()
+        val = val_cases(dataset, config.selection)
+        result = Trainer(
+            CAMTask(net, config, domains.source, dataset.manifest.channels), config.train, rd.path, source, val
+        ).fit()
         if init_distributed().is_main:
             rd.write_meta(
                 status="finished",
                 steps=result.steps,
                 domains=domains.describe(),
                 healthy_source=domains.source,
-                selection="last epoch (no pixel labels used)",
+                gate=gate_enabled(config.gate, domains.source),
+                selection=selection_text(config.selection, result.best_epoch, result.best_metrics),
             )
 
     @classmethod
@@ -295,6 +448,8 @@ class CAMPredictor:
         self.plan, self.device = run.plan, run.device
         self.net = build_classifier(self.plan.channels, self.config.widths, self.config.layers)
         run.load({"net": self.net})
+        self.net.eval()
+        self.healthy_source: str | None = run.rundir.read_meta().get("healthy_source")
 
     def activation_map(self, image: np.ndarray) -> np.ndarray:
         """The lesion-class map of a working-size image.
@@ -306,24 +461,15 @@ class CAMPredictor:
             ``(S, S)`` float32 in [0, 1] (min-max normalised by MONAI; constant maps give zeros).
 
         """
-        from monai.visualize.class_activation_maps import CAM, GradCAM
-
-        x = torch.from_numpy(image)[None].to(self.device)
-        if self.config.cam == "gradcam":
-            with torch.enable_grad():
-                out = GradCAM(nn_module=self.net, target_layers="layer4")(
-                    x, class_idx=torch.tensor([1], device=self.device)
-                )
-        else:
-            with torch.no_grad():
-                out = CAM(nn_module=self.net, target_layers="layer4", fc_layers="fc")(
-                    x, class_idx=torch.tensor([1], device=self.device)
-                )
-        cam: np.ndarray = np.nan_to_num(out.detach().cpu().numpy()[0, 0].astype(np.float32)).clip(0, 1)
-        return cam
+        return lesion_map(self.net, image, self.config.cam, self.device)[0]
 
     def predict(
-        self, case: Case, crf: bool | None = None, postprocess: str | None = None, **options: Any
+        self,
+        case: Case,
+        crf: bool | None = None,
+        postprocess: str | None = None,
+        gate: str | None = None,
+        **options: Any,
     ) -> Prediction:
         """Lesion probabilities ``(2, H, W)`` of a 2D case in its own geometry.
 
@@ -331,6 +477,9 @@ class CAMPredictor:
             case: A 2D case with the plan's channels (grayscale is replicated for RGB models).
             crf: Dense CRF refinement (default: the config's ``crf``).
             postprocess: ``none`` or ``otsu`` (default: the config's).
+            gate: ``auto``, ``always`` or ``never`` (default: the config's ``gate``). When enabled and the
+                classifier's lesion probability is below 0.5, the foreground probability is 0 everywhere (an empty
+                mask).
             **options: Ignored (protocol compatibility, e.g. ``tta``).
 
         """
@@ -338,7 +487,9 @@ class CAMPredictor:
             raise DataError(f"case {case.id}: the cam method predicts 2D images, got {case.spatial_dims}D")
         size = self.config.domain.image_size
         img = prepare_image(case.image, self.plan.channels, size, case.id)
-        cam = self.activation_map(img)
+        cam, p_lesion = lesion_map(self.net, img, self.config.cam, self.device)
+        if gate_enabled(gate or self.config.gate, self.healthy_source) and p_lesion < 0.5:
+            return Prediction(probs=empty_probability(case.spatial_shape))
         use_crf = self.config.crf if crf is None else crf
         probs = finish_probability(
             cam,

@@ -11,21 +11,31 @@ logits. Losses (batch of one image per domain, LSGAN targets 1 = real, 0 = fake)
 
 * ``adv``: LSGAN on the patch scores and the CAM logits of the global and local discriminators, for the
   translated **and** the fused images (joint discrimination);
-* ``cycle``: L1 between ``x`` and the fused image of the back-generator applied to the fused translation
-  (``G_ba(G_ab(a).fused).fused ~ a`` and vice versa);
-* ``identity``: L1 between ``x`` and the translated and fused outputs of the generator *into* ``x``'s own
-  domain (``G_ab(b) ~ b``; the mask of a healthy image should change nothing);
+* ``cycle``: L1 between ``x`` and the back-translation of the translation (``G_ba(G_ab(a).translated)
+  .translated ~ a`` and vice versa);
+* ``identity``: L1 between ``x`` and the translated output of the generator *into* ``x``'s own domain
+  (``G_ab(b).translated ~ b``): with the mask-mixed decoder (:mod:`labelwise.models.cltn`) this is cheapest with
+  a zero mask, which is what keeps the mask off healthy tissue;
 * ``cam``: BCE of each generator's CAM logits, 1 on images of its source domain, 0 on the other domain;
-* ``recon``: L1 between the fused image and its input (``mean(mask * |translated - x|)``): the fused image must
-  reconstruct everything outside the lesion, which keeps the mask tight. (This is labelwise's reading of the
-  paper's "reconstruction" term.)
+* ``recon``: L1 between ``x`` and the generator's reconstruction branch (``reconstructed``), which trains the
+  auto-encoder features the decoder uses outside the mask.
+
+Until 2026-11-30 labelwise read "reconstruction" as ``L1(fused, x) = mean(mask * |translated - x|)`` and also
+applied identity and cycle to the fused images; those terms penalise the mask itself (weights 10 and 50) and
+drove it to 0 everywhere (training-log mean 0.24 at step 500, 0.05 at step 1000 on PH2), so the raw mask never
+crossed 0.5. The original code (``mlcb-jlu/MedImgSeg``, read for the loss definitions only) has a separate
+reconstruction decoder and mixes the decoder features with the mask; labelwise now follows that.
 
 Weights adv/cycle/identity/cam/recon default to the paper's ISIC values 1/5/50/1400/10 (BraTS: 1/10/10/1000/10);
 Adam, lr 1e-4, betas (0.5, 0.999), constant rate, batch 1.
 
 Segmentation: the mask of ``G_ab`` on the (working-size) image, optionally refined by a dense CRF, cleaned up
 (Otsu threshold, hole filling, largest component; ``postprocess: otsu``, the default) and resized back.
-Selection: the weights of the last iteration (no pixel label is used, so there is nothing to select on).
+Image-level gating (``gate``, see :mod:`labelwise.methods.cam`): the mask is emptied when ``G_ab``'s CAM
+classifier calls the image healthy (mean sigmoid of its two domain logits < 0.5); ``auto`` = on exactly when the
+healthy domain was real normal images.
+Selection: ``last`` (default; no pixel label read) or ``val`` (best mean IoU on the val split's masks, checked
+after each epoch).
 """
 
 from __future__ import annotations
@@ -56,11 +66,30 @@ from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.methods.base import Method, open_run, register_method
-from labelwise.methods.cam import DomainSource, finish_probability, weak_plan
+from labelwise.methods.cam import (
+    DomainSource,
+    GateMode,
+    SelectionMode,
+    empty_probability,
+    finish_probability,
+    gate_enabled,
+    selection_text,
+    val_cases,
+    val_scores,
+    weak_plan,
+)
 from labelwise.methods.crf import CRFConfig
 from labelwise.models.cltn import CLTNDiscriminator, CLTNGenerator, GeneratorOutput, discriminator_layers
 
-__all__ = ["CLTNConfig", "CLTNLossWeights", "CLTNMethod", "CLTNPredictor", "CLTNTask", "build_cltn"]
+__all__ = [
+    "CLTNConfig",
+    "CLTNLossWeights",
+    "CLTNMethod",
+    "CLTNPredictor",
+    "CLTNTask",
+    "build_cltn",
+    "lesion_probability",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +124,8 @@ class CLTNConfig:
         crf: Refine the mask with a dense CRF.
         crf_config: Dense CRF settings.
         augment: Random flips / 90-degree rotations of both domains.
+        gate: Image-level gating ``auto`` / ``always`` / ``never`` (see the module docstring).
+        selection: ``last`` (no pixel label read) or ``val`` (best mean IoU on the val split's masks).
         train: Engine settings; ``batch_size`` pairs (one lesion + one healthy image) per step.
 
     """
@@ -113,6 +144,8 @@ class CLTNConfig:
     crf: bool = False
     crf_config: CRFConfig = field(default_factory=CRFConfig)
     augment: bool = True
+    gate: GateMode = "auto"
+    selection: SelectionMode = "last"
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             epochs=5,
@@ -122,6 +155,7 @@ class CLTNConfig:
             weight_decay=0.0,
             schedule="constant",
             checkpoint_every=50,
+            monitor="iou",
         )
     )
 
@@ -149,6 +183,11 @@ def build_cltn(channels: int, cfg: CLTNConfig) -> dict[str, nn.Module]:
     }
 
 
+def lesion_probability(cam_logit: torch.Tensor) -> float:
+    """``G_ab``'s image-level lesion probability: mean sigmoid of its CAM logits ``(1, 2)`` (1 = lesion domain)."""
+    return float(torch.sigmoid(cam_logit.float()).mean())
+
+
 def _lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
     return F.mse_loss(pred, torch.ones_like(pred) if real else torch.zeros_like(pred))
 
@@ -158,9 +197,33 @@ class CLTNTask(TrainTask):
 
     manual_optimization = True
 
-    def __init__(self, nets: dict[str, nn.Module], cfg: CLTNConfig) -> None:
+    def __init__(
+        self, nets: dict[str, nn.Module], cfg: CLTNConfig, healthy_source: str | None = None, channels: int = 3
+    ) -> None:
         self.modules = nets
         self.cfg = cfg
+        self.gate = gate_enabled(cfg.gate, healthy_source)
+        self.channels = channels
+
+    def validation_step(self, case: Case, ctx: StepContext) -> dict[str, float]:
+        """IoU/Dice of the predicted mask (prediction pipeline, gating included) with the val mask."""
+        img = prepare_image(case.image, self.channels, self.cfg.domain.image_size, case.id)
+        out = self.modules["g_ab"](torch.from_numpy(img)[None].to(ctx.device))
+        mask = out.mask[0, 0].float().cpu().numpy()
+        if self.gate and lesion_probability(out.cam_logit) < 0.5:
+            probs = empty_probability(case.spatial_shape)
+        else:
+            probs = finish_probability(
+                mask,
+                img,
+                case.spatial_shape,
+                self.cfg.threshold,
+                self.cfg.postprocess,
+                self.cfg.crf_config if self.cfg.crf else None,
+            )
+        scores = val_scores(probs, case)
+        scores["raw_max"] = float(mask.max())
+        return scores
 
     def configure_optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         """Adam(lr, betas (beta1, 0.999)) for the generators and for the discriminators."""
@@ -208,15 +271,10 @@ class CLTNTask(TrainTask):
         adv = self._adv(ctx, "b", [ab.translated, ab.fused], True) + self._adv(
             ctx, "a", [ba.translated, ba.fused], True
         )
-        cyc_a, cyc_b = g_ba(ab.fused), g_ab(ba.fused)
-        cycle = F.l1_loss(cyc_a.fused, a) + F.l1_loss(cyc_b.fused, b)
+        cyc_a, cyc_b = g_ba(ab.translated), g_ab(ba.translated)
+        cycle = F.l1_loss(cyc_a.translated, a) + F.l1_loss(cyc_b.translated, b)
         id_b, id_a = g_ab(b), g_ba(a)
-        identity = (
-            F.l1_loss(id_b.translated, b)
-            + F.l1_loss(id_b.fused, b)
-            + F.l1_loss(id_a.translated, a)
-            + F.l1_loss(id_a.fused, a)
-        )
+        identity = F.l1_loss(id_b.translated, b) + F.l1_loss(id_a.translated, a)
         bce = F.binary_cross_entropy_with_logits
         cam = (
             bce(ab.cam_logit, torch.ones_like(ab.cam_logit))
@@ -224,7 +282,7 @@ class CLTNTask(TrainTask):
             + bce(ba.cam_logit, torch.ones_like(ba.cam_logit))
             + bce(id_a.cam_logit, torch.zeros_like(id_a.cam_logit))
         )
-        recon = F.l1_loss(ab.fused, a) + F.l1_loss(ba.fused, b)
+        recon = F.l1_loss(ab.reconstructed, a) + F.l1_loss(ba.reconstructed, b)
         g_loss = w.adv * adv + w.cycle * cycle + w.identity * identity + w.cam * cam + w.recon * recon
         ctx.backward(g_loss)
         ctx.optimizer_step("gen")
@@ -241,6 +299,9 @@ class CLTNTask(TrainTask):
             "recon": recon.detach(),
             "mask_a": ab.mask.detach().mean(),
             "mask_b": id_b.mask.detach().mean(),
+            "mask_a_max": ab.mask.detach().amax(),
+            "mask_a_gt05": (ab.mask.detach() > 0.5).float().mean(),
+            "mask_b_max": id_b.mask.detach().amax(),
         }
 
 
@@ -280,14 +341,17 @@ class CLTNMethod(Method):
         seed_everything(config.train.seed)
         nets = build_cltn(dataset.manifest.channels, config)
         source = DomainSource(domains, config.augment, paired=True)
-        result = Trainer(CLTNTask(nets, config), config.train, rd.path, source, ()).fit()
+        val = val_cases(dataset, config.selection)
+        task = CLTNTask(nets, config, domains.source, dataset.manifest.channels)
+        result = Trainer(task, config.train, rd.path, source, val).fit()
         if init_distributed().is_main:
             rd.write_meta(
                 status="finished",
                 steps=result.steps,
                 domains=domains.describe(),
                 healthy_source=domains.source,
-                selection="last iteration (no pixel labels used)",
+                gate=gate_enabled(config.gate, domains.source),
+                selection=selection_text(config.selection, result.best_epoch, result.best_metrics),
             )
 
     @classmethod
@@ -316,7 +380,8 @@ class CLTNPredictor:
         self.plan, self.device = run.plan, run.device
         self.nets = build_cltn(self.plan.channels, self.config)
         run.load(self.nets)
-        self.generator = self.nets["g_ab"]
+        self.generator = self.nets["g_ab"].eval()
+        self.healthy_source: str | None = run.rundir.read_meta().get("healthy_source")
 
     def translate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run ``G_ab`` on a working-size image.
@@ -336,8 +401,19 @@ class CLTNPredictor:
             out.fused[0].cpu().numpy().astype(np.float32),
         )
 
+    def lesion_probability(self, image: np.ndarray) -> float:
+        """``G_ab``'s image-level lesion probability of a working-size image ``(C, S, S)`` in [-1, 1]."""
+        with torch.no_grad():
+            out = self.generator(torch.from_numpy(image)[None].to(self.device))
+        return lesion_probability(out.cam_logit)
+
     def predict(
-        self, case: Case, crf: bool | None = None, postprocess: str | None = None, **options: Any
+        self,
+        case: Case,
+        crf: bool | None = None,
+        postprocess: str | None = None,
+        gate: str | None = None,
+        **options: Any,
     ) -> Prediction:
         """Lesion probabilities ``(2, H, W)`` of a 2D case in its own geometry.
 
@@ -345,12 +421,17 @@ class CLTNPredictor:
             case: A 2D case with the plan's channels (grayscale is replicated for RGB models).
             crf: Dense CRF refinement (default: the config's ``crf``).
             postprocess: ``none`` or ``otsu`` (default: the config's).
+            gate: ``auto``, ``always`` or ``never`` (default: the config's). When enabled and ``G_ab``'s CAM
+                classifier gives a lesion probability below 0.5, the foreground probability is 0 everywhere (an
+                empty mask).
             **options: Ignored (protocol compatibility, e.g. ``tta``).
 
         """
         if case.spatial_dims != 2:
             raise DataError(f"case {case.id}: the cltn method predicts 2D images, got {case.spatial_dims}D")
         img = prepare_image(case.image, self.plan.channels, self.config.domain.image_size, case.id)
+        if gate_enabled(gate or self.config.gate, self.healthy_source) and self.lesion_probability(img) < 0.5:
+            return Prediction(probs=empty_probability(case.spatial_shape))
         mask, _, _ = self.translate(img)
         use_crf = self.config.crf if crf is None else crf
         probs = finish_probability(

@@ -76,12 +76,23 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _cpu_model() -> ModelSpec:
+    """Default network: a 4-level 2D U-Net (16..128 channels, one residual unit); ``full`` uses 32..256, two."""
+    return ModelSpec("unet", {"channels": [16, 32, 64, 128], "num_res_units": 1})
+
+
+def _cpu_train() -> TrainConfig:
+    """Default schedule sized for 2 CPU cores (160 steps of batch 4; docs/semisupervised.md, "Default budget")."""
+    return TrainConfig(epochs=10, steps_per_epoch=16, batch_size=4, amp=False)
+
+
 @dataclass(frozen=True)
 class CPSConfig:
     """Settings of CPS.
 
     Attributes:
-        model: Network a.
+        model: Network a (default: 4-level 2D U-Net, 16..128 channels, one residual unit; ``full``: 32..256,
+            two). Changing ``model.name`` keeps the default ``kwargs`` unless they are set too.
         model_b: Network b (None: the same architecture as a, initialised with another seed).
         cps_weight: Maximum weight of the cross pseudo supervision loss (0: supervised only).
         rampup: Fraction of the total optimiser steps over which the weight ramps up (T).
@@ -98,12 +109,13 @@ class CPSConfig:
         foreground_p: Fraction of labelled patches centred on foreground.
         overlap: Sliding-window overlap at inference.
         tta: Flip test-time augmentation at prediction.
-        train: Engine settings.
+        train: Engine settings (default: 10 x 16 steps of batch 4 in fp32, sized for 2 CPU cores; ``cpu``:
+            10 x 40; ``full``: 100 x 250 steps of batch 8).
         augment: Augmentation settings (applied to labelled and unlabelled patches independently).
 
     """
 
-    model: ModelSpec = field(default_factory=ModelSpec)
+    model: ModelSpec = field(default_factory=_cpu_model)
     model_b: ModelSpec | None = None
     cps_weight: float = 0.1
     rampup: float = 1.0
@@ -118,7 +130,7 @@ class CPSConfig:
     foreground_p: float = 0.5
     overlap: float = 0.5
     tta: bool = False
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=_cpu_train)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -375,13 +387,16 @@ class CPSMethod(Method):
 
     Config = CPSConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "full": {"train": {"epochs": 100, "steps_per_epoch": 250}},
-        "cpu": {
+        "full": {
+            "model": {"name": "unet", "kwargs": {"channels": [32, 64, 128, 256], "num_res_units": 2}},
+            "train": {"epochs": 100, "steps_per_epoch": 250, "batch_size": 8, "amp": True},
+        },
+        "cpu": {  # the default network, 2.5x the default schedule
             "model": {"name": "unet", "kwargs": {"channels": [16, 32, 64, 128], "num_res_units": 1}},
             "train": {"epochs": 10, "steps_per_epoch": 40, "batch_size": 4, "amp": False},
         },
-        "smoke": {
-            "model": {"name": "unet_tiny", "kwargs": {}},
+        "smoke": {  # = unet_tiny, spelt as unet so that the default kwargs merge cleanly
+            "model": {"name": "unet", "kwargs": {"channels": [4, 8, 16], "num_res_units": 1}},
             "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2},
         },
     }

@@ -81,7 +81,7 @@ logger = logging.getLogger(__name__)
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=12, steps_per_epoch=20, batch_size=4, lr=1e-3, weight_decay=1e-5, monitor="neg_ged")
+    return TrainConfig(epochs=50, steps_per_epoch=20, batch_size=4, lr=1e-3, weight_decay=1e-5, monitor="neg_ged")
 
 
 def _default_augment() -> AugmentConfig:
@@ -141,6 +141,8 @@ class DPersonaConfig(ProbUNetConfig):
     Attributes:
         head_hidden: Width of each projection head's conv block.
         head_samples: Prior samples the heads attend over (training and prediction).
+        train: Engine settings of stage I (1200 steps: the bound-constrained loss needs them to widen the prior;
+            about 12 CPU-minutes for both stages on QUBIQ, see docs/results.md).
         stage2: Engine settings of stage II (monitor ``persona_dice``).
 
     """
@@ -149,9 +151,14 @@ class DPersonaConfig(ProbUNetConfig):
     bound_weight: float = 0.5
     head_hidden: int = 16
     head_samples: int = 10
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=60, steps_per_epoch=20, batch_size=4, lr=1e-3, weight_decay=1e-5, monitor="neg_ged"
+        )
+    )
     stage2: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=6, steps_per_epoch=20, batch_size=4, lr=1e-3, weight_decay=1e-5, monitor="persona_dice"
+            epochs=20, steps_per_epoch=20, batch_size=4, lr=1e-3, weight_decay=1e-5, monitor="persona_dice"
         )
     )
 

@@ -98,7 +98,7 @@ class MRNetConfig:
     foreground_p: float = 0.33
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=12, steps_per_epoch=20, batch_size=2, lr=1e-3, weight_decay=5e-4, monitor="soft_dice"
+            epochs=50, steps_per_epoch=20, batch_size=2, lr=1e-3, weight_decay=5e-4, monitor="soft_dice"
         )
     )
     augment: AugmentConfig = field(

@@ -523,15 +523,16 @@ class PropagationConfig:
             labelled training slices: the k-annotated-slices use case; 3D datasets only).
         reference_stride: Slice stride of the reference-slice search.
         training_free: Predict with the training-free read-out instead of the trained STCN.
-        stcn: Network sizes.
-        patch_size: Square training crop (multiple of 4).
+        stcn: Network sizes (default: widths 8-16-32, key 16, value 32, sized for 2 CPU cores; ``full``: 16-32-64,
+            32, 64).
+        patch_size: Square training crop (multiple of 4; default 64, ``full`` 96).
         frames: Slices per training sequence (3: triplets; 2: pairs).
         min_jump: Maximum slice distance between consecutive training frames at the start.
         max_jump: ... after ``jump_rampup`` of the epochs (the growing maximum jump of STCN's curriculum).
         jump_rampup: Fraction of the epochs over which the maximum jump grows.
         static_p: Fraction of sequences made from one labelled slice and random affine warps of it (STCN's
             static-image stage; also used whenever a slice has no labelled partner within the jump).
-        train: Engine settings of the STCN.
+        train: Engine settings of the STCN (default: 10 x 30 steps of batch 4 in fp32; ``full``: 100 x 250 of 8).
 
     """
 
@@ -539,14 +540,16 @@ class PropagationConfig:
     anchors: Literal["reference", "labelled"] = "reference"
     reference_stride: int = 5
     training_free: bool = False
-    stcn: STCNConfig = field(default_factory=STCNConfig)
-    patch_size: int = 96
+    stcn: STCNConfig = field(default_factory=lambda: STCNConfig(widths=(8, 16, 32), key_dim=16, value_dim=32))
+    patch_size: int = 64
     frames: int = 3
     min_jump: int = 1
     max_jump: int = 10
     jump_rampup: float = 0.5
     static_p: float = 0.2
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=10, steps_per_epoch=30, batch_size=4, amp=False)
+    )
 
     def __post_init__(self) -> None:
         if self.patch_size < 8 or self.patch_size % 4:
@@ -674,8 +677,13 @@ class PropagationMethod(Method):
     Config = PropagationConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
-            "reference": {"train": {"epochs": 100, "steps_per_epoch": 250}},
-            "train": {"epochs": 100, "steps_per_epoch": 250, "batch_size": 8},
+            "reference": {
+                "model": {"name": "unet", "kwargs": {"channels": [32, 64, 128, 256], "num_res_units": 2}},
+                "train": {"epochs": 100, "steps_per_epoch": 250, "batch_size": 8, "amp": True},
+            },
+            "stcn": {"widths": [16, 32, 64], "key_dim": 32, "value_dim": 64},
+            "patch_size": 96,
+            "train": {"epochs": 100, "steps_per_epoch": 250, "batch_size": 8, "amp": True},
         },
         "cpu": {
             "reference": {
@@ -688,7 +696,7 @@ class PropagationMethod(Method):
         },
         "smoke": {
             "reference": {
-                "model": {"name": "unet_tiny", "kwargs": {}},
+                "model": {"name": "unet", "kwargs": {"channels": [4, 8, 16], "num_res_units": 1}},
                 "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2},
             },
             "stcn": {"widths": [4, 8, 8], "key_dim": 8, "value_dim": 8},
@@ -720,7 +728,13 @@ class PropagationMethod(Method):
         net = STCN(plan.channels, config.stcn)
         source = _SequenceSource(_stcn_volumes(dataset, config, plan), config)
         result = Trainer(STCNTask(net), config.train, rd.path, source, ()).fit()
-        rd.write_meta(status="finished", best_epoch=result.best_epoch, steps=result.steps, units=len(source.units))
+        rd.write_meta(
+            status="finished",
+            best_epoch=result.best_epoch,
+            steps=result.steps,
+            units=len(source.units),
+            train_slices=plan.train_slices,
+        )
 
     @classmethod
     def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> PropagationPredictor:

@@ -10,11 +10,17 @@ Generator (:class:`CLTNGenerator`), input ``(B, C, S, S)`` in [-1, 1]:
 2. CAM branch: global average- and max-pooled features each go through a bias-free linear unit; the two logits
    form ``cam_logit`` ``(B, 2)`` (a domain classifier: "is this the source domain?") and the units' weights
    re-weight the feature channels; the two weighted maps are concatenated and fused by a 1x1 conv + ReLU;
-3. **attention mask head**: a 3x3 conv + sigmoid on the CAM-weighted features, bilinearly upsampled to the
-   input size: ``mask`` ``(B, 1, S, S)`` in [0, 1], the segmentation;
-4. decoder: ``n_res`` residual blocks with AdaILN whose gamma/beta come from an MLP on the pooled CAM features,
-   ``n_down`` nearest-upsample + 3x3 conv + ILN + ReLU stages, 7x7 conv + tanh: ``translated``;
-5. fusion: ``fused = translated * mask + input * (1 - mask)`` (only the masked region may change).
+3. **attention mask head**: a 3x3 conv + sigmoid on the CAM-weighted features: ``m`` at the feature size,
+   bilinearly upsampled to the input size: ``mask`` ``(B, 1, S, S)`` in [0, 1], the segmentation;
+4. **reconstruction branch**: the encoder features go through ``n_res`` ILN residual blocks and their own
+   up-sampling decoder: ``reconstructed``, trained to reproduce the input (an auto-encoder path);
+5. decoder: ``n_res`` residual blocks with AdaILN whose gamma/beta come from an MLP on the pooled CAM features;
+   after block ``i`` the features are **mixed by the mask**, ``y_i * m + r_i * (1 - m)`` with ``r_i`` the
+   reconstruction branch's features after its block ``i``; then ``n_down`` nearest-upsample + 3x3 conv + ILN +
+   ReLU stages, 7x7 conv + tanh: ``translated``. Outside the mask the translation is decoded from the
+   auto-encoder features, so an identity mapping (healthy input) is cheapest with ``m = 0`` and a change
+   (lesion input) needs ``m = 1`` where it happens: that is what drives the mask;
+6. fusion: ``fused = translated * mask + input * (1 - mask)`` (only the masked region may change).
 
 Discriminator (:class:`CLTNDiscriminator`): ``n_layers - 1`` stride-2 4x4 spectral-norm convs, one stride-1,
 the same CAM branch (logits ``(B, 2)``), and a 4x4 conv to a patch map of real/fake scores. A *global*
@@ -53,8 +59,9 @@ class GeneratorOutput(NamedTuple):
         translated: ``(B, C, S, S)`` translated image in [-1, 1].
         fused: ``(B, C, S, S)`` ``translated * mask + input * (1 - mask)``.
         mask: ``(B, 1, S, S)`` attention mask in [0, 1] (the segmentation).
-        cam_logit: ``(B, 2)`` average- and max-pool domain logits.
+        cam_logit: ``(B, 2)`` average- and max-pool domain logits ("is this the source domain?").
         heatmap: ``(B, 1, S / 2**n_down, S / 2**n_down)`` channel sum of the CAM-weighted features.
+        reconstructed: ``(B, C, S, S)`` output of the reconstruction (auto-encoder) branch in [-1, 1].
 
     """
 
@@ -63,6 +70,7 @@ class GeneratorOutput(NamedTuple):
     mask: torch.Tensor
     cam_logit: torch.Tensor
     heatmap: torch.Tensor
+    reconstructed: torch.Tensor
 
 
 class DiscriminatorOutput(NamedTuple):
@@ -134,6 +142,41 @@ class _ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = x + self.body(x)
         return out
+
+
+class _ILNResBlock(nn.Module):
+    """Residual block with ILN (reconstruction branch)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(ch, ch, 3, bias=False),
+            ILN(ch),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(ch, ch, 3, bias=False),
+            ILN(ch),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + self.body(x)
+        return out
+
+
+def _up_decoder(ch: int, n_down: int, out_channels: int) -> nn.Sequential:
+    up: list[nn.Module] = []
+    for _ in range(n_down):
+        up += [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(ch, ch // 2, 3, bias=False),
+            ILN(ch // 2),
+            nn.ReLU(True),
+        ]
+        ch //= 2
+    up += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7, bias=False), nn.Tanh()]
+    return nn.Sequential(*up)
 
 
 class _AdaResBlock(nn.Module):
@@ -210,35 +253,29 @@ class CLTNGenerator(nn.Module):
         self.gamma = nn.Linear(ch, ch)
         self.beta = nn.Linear(ch, ch)
         self.dec_res = nn.ModuleList(_AdaResBlock(ch) for _ in range(n_res))
-        up: list[nn.Module] = []
-        for _ in range(n_down):
-            up += [
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.ReflectionPad2d(1),
-                nn.Conv2d(ch, ch // 2, 3, bias=False),
-                ILN(ch // 2),
-                nn.ReLU(True),
-            ]
-            ch //= 2
-        up += [nn.ReflectionPad2d(3), nn.Conv2d(ch, in_channels, 7, bias=False), nn.Tanh()]
-        self.decoder = nn.Sequential(*up)
+        self.rec_res = nn.ModuleList(_ILNResBlock(ch) for _ in range(n_res))
+        self.decoder = _up_decoder(ch, n_down, in_channels)
+        self.rec_decoder = _up_decoder(ch, n_down, in_channels)
 
     def forward(self, x: torch.Tensor) -> GeneratorOutput:
         """Translate ``x`` ``(B, C, S, S)`` in [-1, 1]; returns a :class:`GeneratorOutput`."""
         f = 2**self.n_down
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be divisible by {f}")
-        feat, cam_logit, heatmap = self.cam(self.encoder(x))
-        mask = torch.sigmoid(self.mask_head(feat))
-        mask = F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        enc = self.encoder(x)
+        feat, cam_logit, heatmap = self.cam(enc)
+        m = torch.sigmoid(self.mask_head(feat))
+        mask = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
         h = self.mlp(F.adaptive_avg_pool2d(feat, 1).flatten(1))
         gamma, beta = self.gamma(h), self.beta(h)
-        y = feat
-        for block in self.dec_res:
-            y = block(y, gamma, beta)
+        y, r = feat, enc
+        for block, rec_block in zip(self.dec_res, self.rec_res, strict=True):
+            r = rec_block(r)
+            y = block(y, gamma, beta) * m + r * (1 - m)
         translated = self.decoder(y)
+        reconstructed = self.rec_decoder(r)
         fused = translated * mask + x * (1 - mask)
-        return GeneratorOutput(translated, fused, mask, cam_logit, heatmap)
+        return GeneratorOutput(translated, fused, mask, cam_logit, heatmap, reconstructed)
 
 
 class CLTNDiscriminator(nn.Module):
