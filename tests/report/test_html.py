@@ -37,7 +37,7 @@ def test_report_is_self_contained_with_tables_and_figures(tmp_path: Path) -> Non
     ]
     out = build_report(tmp_path / "report.html", ds, results, split="test", qa_csv=qa)
     html = out.read_text(encoding="utf-8")
-    assert "src=\"http" not in html and "<script" not in html  # nothing fetched
+    assert 'src="http' not in html and "<script" not in html  # nothing fetched
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 3 + 1 + 1  # 3 case panels, 1 reliability diagram, 1 agreement matrix
     # best cell per column: dice higher is better, GED lower is better
