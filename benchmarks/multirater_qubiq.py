@@ -26,7 +26,7 @@ import numpy as np
 
 from labelwise.data import Dataset
 from labelwise.io import read_prediction
-from labelwise.metrics import pair_counts, sample_diversity
+from labelwise.metrics import ged, pair_counts, sample_diversity
 from labelwise.metrics.overlap import overlap_from_counts
 
 
@@ -81,7 +81,7 @@ def analyse(data: Path, split: str, pred_dir: Path) -> str:
     """Markdown block for one prediction folder."""
     ds = Dataset(data)
     ids = ds.split_ids(split)
-    mats, div_pred, div_rater = [], [], []
+    mats, div_pred, div_rater, single_ged = [], [], [], []
     for cid in ids:
         case = ds.load(cid)
         pred = read_prediction(pred_dir, cid, case.spatial_dims)
@@ -90,6 +90,9 @@ def analyse(data: Path, split: str, pred_dir: Path) -> str:
         sset = pred.samples if pred.samples is not None else pred.raters
         if sset is not None:
             div_pred.append(sample_diversity(sset > 0))
+        else:  # a single-map model (supervised): its hard map is its only sample
+            assert pred.label is not None
+            single_ged.append(ged(pred.label[None] > 0, raters))
         if pred.raters is not None and pred.raters.shape[0] == raters.shape[0]:
             mats.append(overlap_from_counts(pair_counts(pred.raters > 0, raters), "dice"))
     lines = [f"### {pred_dir.name} ({len(ids)} {split} cases)", ""]
@@ -99,6 +102,10 @@ def analyse(data: Path, split: str, pred_dir: Path) -> str:
         lines.append(
             f"- diversity (mean pairwise 1 - IoU): predictions {pdiv:.4f} +- {np.std(div_pred):.4f}, raters "
             f"{rd:.4f} +- {np.std(div_rater):.4f} (ratio {pdiv / rd:.2f})"
+        )
+    if single_ged:
+        lines.append(
+            f"- GED with the hard map as the only sample: {np.mean(single_ged):.4f} +- {np.std(single_ged):.4f}"
         )
     if mats:
         lines += _matrix_lines(mats, "head-vs-rater Dice")

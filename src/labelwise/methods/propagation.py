@@ -677,19 +677,13 @@ class PropagationMethod(Method):
     Config = PropagationConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
-            "reference": {
-                "model": {"name": "unet", "kwargs": {"channels": [32, 64, 128, 256], "num_res_units": 2}},
-                "train": {"epochs": 100, "steps_per_epoch": 250, "batch_size": 8, "amp": True},
-            },
+            "reference": CPSMethod.presets["full"],
             "stcn": {"widths": [16, 32, 64], "key_dim": 32, "value_dim": 64},
             "patch_size": 96,
             "train": {"epochs": 100, "steps_per_epoch": 250, "batch_size": 8, "amp": True},
         },
         "cpu": {
-            "reference": {
-                "model": {"name": "unet", "kwargs": {"channels": [16, 32, 64, 128], "num_res_units": 1}},
-                "train": {"epochs": 10, "steps_per_epoch": 40, "batch_size": 4, "amp": False},
-            },
+            "reference": CPSMethod.presets["cpu"],
             "stcn": {"widths": [8, 16, 32], "key_dim": 16, "value_dim": 32},
             "patch_size": 64,
             "train": {"epochs": 10, "steps_per_epoch": 30, "batch_size": 4, "amp": False},
