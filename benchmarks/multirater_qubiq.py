@@ -13,6 +13,8 @@ R x R Dice matrix of (condition i, rater j): MRNet's way of answering "what woul
 Usage::
 
     python benchmarks/multirater_qubiq.py --data DATASET --split test [--mrnet-run RUN] [PRED_DIR ...]
+    # cross-validation: pool the folds' predictions (fold i's dataset with fold i's predictions) and evaluations
+    python benchmarks/multirater_qubiq.py --pool --data F0 F1 F2 PRED_F0 PRED_F1 PRED_F2 --evals EVAL_F0 EVAL_F1 EVAL_F2
 
 Prints markdown; foreground = any non-background class.
 """
@@ -20,6 +22,7 @@ Prints markdown; foreground = any non-background class.
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -77,25 +80,28 @@ def mrnet_conditions(data: Path, split: str, run: Path) -> str:
     return "\n".join(lines + _matrix_lines(mats, "condition-vs-rater Dice")) + "\n"
 
 
-def analyse(data: Path, split: str, pred_dir: Path) -> str:
-    """Markdown block for one prediction folder."""
-    ds = Dataset(data)
-    ids = ds.split_ids(split)
+def analyse(folds: list[tuple[Path, Path]], split: str) -> str:
+    """Markdown block for prediction folders pooled over ``(dataset, prediction folder)`` pairs (one per CV fold)."""
     mats, div_pred, div_rater, single_ged = [], [], [], []
-    for cid in ids:
-        case = ds.load(cid)
-        pred = read_prediction(pred_dir, cid, case.spatial_dims)
-        raters = case.raters > 0
-        div_rater.append(sample_diversity(raters))
-        sset = pred.samples if pred.samples is not None else pred.raters
-        if sset is not None:
-            div_pred.append(sample_diversity(sset > 0))
-        else:  # a single-map model (supervised): its hard map is its only sample
-            assert pred.label is not None
-            single_ged.append(ged(pred.label[None] > 0, raters))
-        if pred.raters is not None and pred.raters.shape[0] == raters.shape[0]:
-            mats.append(overlap_from_counts(pair_counts(pred.raters > 0, raters), "dice"))
-    lines = [f"### {pred_dir.name} ({len(ids)} {split} cases)", ""]
+    n = 0
+    for data, pred_dir in folds:
+        ds = Dataset(data)
+        for cid in ds.split_ids(split):
+            n += 1
+            case = ds.load(cid)
+            pred = read_prediction(pred_dir, cid, case.spatial_dims)
+            raters = case.raters > 0
+            div_rater.append(sample_diversity(raters))
+            sset = pred.samples if pred.samples is not None else pred.raters
+            if sset is not None:
+                div_pred.append(sample_diversity(sset > 0))
+            else:  # a single-map model (supervised): its hard map is its only sample
+                assert pred.label is not None
+                single_ged.append(ged(pred.label[None] > 0, raters))
+            if pred.raters is not None and pred.raters.shape[0] == raters.shape[0]:
+                mats.append(overlap_from_counts(pair_counts(pred.raters > 0, raters), "dice"))
+    names = ", ".join(p.name for _, p in folds)
+    lines = [f"### {names} ({n} {split} cases)", ""]
     rd = float(np.mean(div_rater))
     if div_pred:
         pdiv = float(np.mean(div_pred))
@@ -112,18 +118,49 @@ def analyse(data: Path, split: str, pred_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pooled_metrics(eval_dirs: list[Path], metrics: list[str]) -> str:
+    """One markdown row: mean +- std over the cases of several ``labelwise evaluate`` folders (CV folds), with the
+    per-folder means; overlap metrics against the majority vote, soft/multi-rater ones against the mean of raters."""
+    per_case: dict[str, list[float]] = {m: [] for m in metrics}
+    per_fold: dict[str, list[float]] = {m: [] for m in metrics}
+    for d in eval_dirs:
+        with open(d / "per_case.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        for m in metrics:
+            vals = [float(r[m]) for r in rows if r["reference"] in ("majority", "mean_of_raters") and r.get(m)]
+            per_case[m] += vals
+            per_fold[m].append(float(np.mean(vals)) if vals else float("nan"))
+    cells = [
+        f"{np.mean(per_case[m]):.3f} +- {np.std(per_case[m]):.3f} ({' / '.join(f'{v:.3f}' for v in per_fold[m])})"
+        for m in metrics
+    ]
+    return f"| {eval_dirs[0].name} ... ({len(per_case[metrics[0]])} cases) | " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--data", type=Path, nargs="+", required=True, help="dataset(s); one per PRED_DIR with --pool")
     ap.add_argument("--split", default="test")
     ap.add_argument("--mrnet-run", type=Path, default=None)
+    ap.add_argument("--pool", action="store_true", help="pool PRED_DIR i (on --data i) into one analysis (CV folds)")
+    ap.add_argument("--evals", type=Path, nargs="*", default=[], help="evaluate folders to pool into one table row")
+    ap.add_argument("--metrics", default="soft_dice,ged,dice_match,ece,dice")
     ap.add_argument("preds", type=Path, nargs="*")
     args = ap.parse_args()
     if args.mrnet_run is not None:
-        print(mrnet_conditions(args.data, args.split, args.mrnet_run))
-    for p in args.preds:
-        print(analyse(args.data, args.split, p))
+        print(mrnet_conditions(args.data[0], args.split, args.mrnet_run))
+    if args.pool:
+        if len(args.data) != len(args.preds):
+            ap.error("--pool needs one --data per PRED_DIR")
+        print(analyse(list(zip(args.data, args.preds, strict=True)), args.split))
+    else:
+        for p in args.preds:
+            print(analyse([(args.data[0], p)], args.split))
+    if args.evals:
+        metrics = args.metrics.split(",")
+        print("| runs | " + " | ".join(metrics) + " |\n" + "|---" * (len(metrics) + 1) + "|")
+        print(pooled_metrics(args.evals, metrics))
 
 
 if __name__ == "__main__":
