@@ -41,9 +41,11 @@ def test_k_slice_protocol_through_the_cli(tmp_path: Path) -> None:
     data = tmp_path / "ds"
     image, labels = _dataset(data)
     smoke = ("--preset", "smoke", "--set", "train_slices=3", "--set", "train.progress=false")
-    for name, weight in (("sup", "0"), ("cps", "0.1")):
+    # the cps run also stacks CT windows (3 network channels from the 1-channel dataset): predict must accept it
+    for name, weight, windows in (("sup", "0", "false"), ("cps", "0.1", "true")):
         run = tmp_path / name
-        _invoke("train", "cps", "--data", str(data), "--out", str(run), *smoke, "--set", f"cps_weight={weight}")
+        _invoke("train", "cps", "--data", str(data), "--out", str(run), *smoke, "--set", f"cps_weight={weight}",
+                "--set", f"ct_windows={windows}")  # fmt: skip
         _invoke("predict", str(run), "--data", str(data), "--split", "all", "--out", str(tmp_path / f"pred_{name}"))
     train = json.loads((tmp_path / "cps" / "plan.json").read_text(encoding="utf-8"))["train_slices"]["vol"]
     meta = json.loads((tmp_path / "cps" / "meta.json").read_text(encoding="utf-8"))

@@ -8,7 +8,6 @@ rejected before anything is written.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -45,10 +44,8 @@ def predict(
 
     ds = Dataset(data)
     plan = Plan.load(Path(run_dir) / PLAN_NAME)
-    method, cfg, predictor = load_run(run_dir, device)
-    # CT windowing (cps/propagation `ct_windows`) turns a one-channel HU image into the plan's channels.
-    windows = getattr(cfg, "ct_windows", False) or getattr(getattr(cfg, "reference", None), "ct_windows", False)
-    (dataclasses.replace(plan, channels=1) if windows else plan).check_dataset(ds)
+    plan.check_dataset(ds)
+    method, _cfg, predictor = load_run(run_dir, device)
     ids = ds.split_ids(None if split in (None, "all") else split)
     if not ids:
         raise fail(f"{data}: no cases in split {split!r}")

@@ -55,6 +55,8 @@ class Plan:
         class_indices: Dataset class index of each model output class (empty: identity).
         train_slices: Case id -> slice indices used for training (slice-wise protocols holding out labelled
             slices); empty: every labelled slice.
+        dataset_channels: Channels of the dataset images when the method derives ``channels`` from them (e.g.
+            CT windows stacked from one HU channel); 0: the same as ``channels``.
 
     """
 
@@ -70,6 +72,7 @@ class Plan:
     dataset_class_names: tuple[str, ...] = ()
     class_indices: tuple[int, ...] = ()
     train_slices: dict[str, list[int]] = field(default_factory=dict)
+    dataset_channels: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +109,7 @@ class Plan:
                 dataset_class_names=tuple(d.get("dataset_class_names", ())),
                 class_indices=tuple(int(v) for v in d.get("class_indices", ())),
                 train_slices={str(k): [int(z) for z in v] for k, v in d.get("train_slices", {}).items()},
+                dataset_channels=int(d.get("dataset_channels", 0)),
             )
         except FileNotFoundError:
             raise DataError("no plan.json: not a labelwise run directory", p) from None
@@ -115,9 +119,10 @@ class Plan:
     def check_dataset(self, dataset: Dataset) -> None:
         """Raise :class:`ConfigError` if ``dataset`` has other channels/classes/dims than this plan."""
         m = dataset.manifest
-        if m.channels != self.channels:
+        channels = self.dataset_channels or self.channels
+        if m.channels != channels:
             raise ConfigError(
-                f"{dataset.root}: dataset has {m.channels} image channel(s), the model expects {self.channels}"
+                f"{dataset.root}: dataset has {m.channels} image channel(s), the model expects {channels}"
             )
         expected = self.dataset_class_names or self.class_names
         if tuple(m.class_names) != tuple(expected):

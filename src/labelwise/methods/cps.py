@@ -294,6 +294,8 @@ def fused_probs(
 def _plan(dataset: Dataset, cases: list[Case], cfg: CPSConfig) -> Plan:
     slicewise = dataset.spatial_dims == 3
     plan = make_plan(cases, _net_divisor(cfg.model), slicewise, cfg.patch_size)
+    if cfg.ct_windows:
+        plan = replace(plan, dataset_channels=dataset.manifest.channels)
     if cfg.classes:
         names = tuple(dataset.class_names)
         unknown = [c for c in cfg.classes if c not in names[1:]]
