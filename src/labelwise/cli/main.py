@@ -46,6 +46,9 @@ app.command("pseudo-label")(pseudo_label_cmd.pseudo_label)
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details.")) -> None:
     setup_logging(verbose)
+    from labelwise.engine.allocator import tune_allocator
+
+    tune_allocator()
 
 
 def run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labelwise.engine.allocator import tune_allocator
 from labelwise.engine.augment import AugmentConfig, apply_augment, draw_augment
 from labelwise.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from labelwise.engine.config import TrainConfig, config_from_dict, config_to_dict, load_config, parse_overrides
@@ -65,5 +66,6 @@ __all__ = [
     "seed_everything",
     "set_rng_state",
     "sliding_window",
+    "tune_allocator",
     "window_starts",
 ]

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from labelwise.data import Case
+from labelwise.engine.allocator import tune_allocator
 from labelwise.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from labelwise.engine.config import TrainConfig
 from labelwise.engine.data import SampleSource, epoch_loader
@@ -210,6 +211,7 @@ class Trainer:
         device: torch.device | None = None,
         loggers: Sequence[MetricLogger] = (),
     ) -> None:
+        tune_allocator()
         self.task = task
         self.cfg = cfg
         self.work_dir = Path(work_dir)
