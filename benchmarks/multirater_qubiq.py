@@ -14,7 +14,7 @@ Usage::
 
     python benchmarks/multirater_qubiq.py --data DATASET --split test [--mrnet-run RUN] [PRED_DIR ...]
     # cross-validation: pool the folds' predictions (fold i's dataset with fold i's predictions) and evaluations
-    python benchmarks/multirater_qubiq.py --pool --data F0 F1 F2 PRED_F0 PRED_F1 PRED_F2 --evals EVAL_F0 EVAL_F1 EVAL_F2
+    python benchmarks/multirater_qubiq.py --data F0 F1 F2 --pool PRED_F0 PRED_F1 PRED_F2 --evals EVAL_F0 EVAL_F1 EVAL_F2
 
 Prints markdown; foreground = any non-background class.
 """
