@@ -268,9 +268,9 @@ def mask_iou(probs: np.ndarray, target: np.ndarray) -> float:
         (0.5, 1.0)
 
     """
-    pred, ref = probs[1] >= 0.5, np.asarray(target) > 0
-    union = int((pred | ref).sum())
-    return 1.0 if union == 0 else float((pred & ref).sum()) / union
+    from labelwise.metrics import iou
+
+    return float(iou(probs[1] >= 0.5, np.asarray(target) > 0))
 
 
 def val_scores(probs: np.ndarray, case: Case) -> dict[str, float]:
