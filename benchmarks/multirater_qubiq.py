@@ -64,19 +64,27 @@ def _matrix_lines(mats: list[np.ndarray], label: str) -> list[str]:
     return lines
 
 
-def mrnet_conditions(data: Path, split: str, run: Path) -> str:
-    """Markdown block: Dice of MRNet's one-hot-condition predictions against every rater."""
+def mrnet_conditions(folds: list[tuple[Path, Path]], split: str) -> str:
+    """Markdown block: Dice of MRNet's one-hot-condition predictions against every rater.
+
+    Args:
+        folds: ``(dataset, MRNet run)`` pairs, pooled (one per CV fold; one pair for a fixed split).
+        split: Split scored in each dataset.
+
+    """
     from labelwise.methods import load_run
 
-    ds = Dataset(data)
-    _, _, pred = load_run(run, "cpu")
-    r = len(ds.rater_ids)
     mats = []
-    for cid in ds.split_ids(split):
-        case = ds.load(cid)
-        maps = np.stack([pred.predict(case, rater_weights=np.eye(r)[i]).label > 0 for i in range(r)])
-        mats.append(overlap_from_counts(pair_counts(maps, case.raters > 0), "dice"))
-    lines = [f"### MRNet one-hot conditions ({run.name}, {len(mats)} {split} cases)", ""]
+    for data, run in folds:
+        ds = Dataset(data)
+        _, _, pred = load_run(run, "cpu")
+        r = len(ds.rater_ids)
+        for cid in ds.split_ids(split):
+            case = ds.load(cid)
+            maps = np.stack([pred.predict(case, rater_weights=np.eye(r)[i]).label > 0 for i in range(r)])
+            mats.append(overlap_from_counts(pair_counts(maps, case.raters > 0), "dice"))
+    names = ", ".join(run.name for _, run in folds)
+    lines = [f"### MRNet one-hot conditions ({names}, {len(mats)} {split} cases)", ""]
     return "\n".join(lines + _matrix_lines(mats, "condition-vs-rater Dice")) + "\n"
 
 
@@ -142,15 +150,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="dataset(s); one per PRED_DIR with --pool")
     ap.add_argument("--split", default="test")
-    ap.add_argument("--mrnet-run", type=Path, default=None)
+    ap.add_argument("--mrnet-run", type=Path, nargs="*", default=[], help="MRNet run(s); one per --data with --pool")
     ap.add_argument("--pool", action="store_true", help="pool PRED_DIR i (on --data i) into one analysis (CV folds)")
     ap.add_argument("--evals", type=Path, nargs="*", default=[], help="evaluate folders to pool into one table row")
     ap.add_argument("--metrics", default="soft_dice,ged,dice_match,ece,dice")
     ap.add_argument("preds", type=Path, nargs="*")
     args = ap.parse_args()
-    if args.mrnet_run is not None:
-        print(mrnet_conditions(args.data[0], args.split, args.mrnet_run))
-    if args.pool:
+    if args.mrnet_run:
+        data = args.data if args.pool else args.data[:1]
+        if len(data) != len(args.mrnet_run):
+            ap.error("give one --mrnet-run per --data (with --pool) or one run")
+        print(mrnet_conditions(list(zip(data, args.mrnet_run, strict=True)), args.split))
+    if args.pool and args.preds:
         if len(args.data) != len(args.preds):
             ap.error("--pool needs one --data per PRED_DIR")
         print(analyse(list(zip(args.data, args.preds, strict=True)), args.split))
