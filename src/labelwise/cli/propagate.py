@@ -5,18 +5,23 @@ spacing and orientation). Only its annotated slices count, i.e. the slices along
 ``--slices 40,60``, or, without ``--slices``, every slice that contains any foreground; the rest of the file is
 ignored (it may be zeros). The output is a full label map in VOLUME's geometry. Without ``--model`` the
 training-free propagation is used; ``--model RUN_DIR`` uses the STCN of a ``propagation`` run.
+
+``--classes 5,1,2`` propagates only those label values (every other value is background), in that order: they
+become classes 1..n for the propagation (argmax ties go to the earlier one) and are written back with their
+original values; ``--probs`` then holds n + 1 channels (background, then the listed values).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 
 __all__ = ["propagate"]
 
 
-def _parse_slices(text: str | None) -> tuple[int, ...] | None:
+def _parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
     from labelwise.errors import ConfigError
 
     if text is None or not text.strip():
@@ -24,7 +29,27 @@ def _parse_slices(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"--slices must be comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
+def _select_classes(
+    ann: dict[int, np.ndarray], values: tuple[int, ...] | None
+) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """Annotations with ``values`` renumbered 1..n (others 0) and the lookup table back, or unchanged."""
+    from labelwise.errors import ConfigError
+
+    if values is None:
+        return ann, None
+    if len(set(values)) != len(values) or min(values) < 1:
+        raise ConfigError(f"--classes must be distinct label values >= 1, got {list(values)}")
+    back = np.array((0, *values), dtype=np.int64)
+    out = {}
+    for z, lab in ann.items():
+        new = np.zeros(lab.shape, dtype=np.int16)
+        for i, v in enumerate(values, start=1):
+            new[lab == v] = i
+        out[z] = new
+    return out, back
 
 
 def propagate(
@@ -36,6 +61,9 @@ def propagate(
     ),
     model: Path | None = typer.Option(None, "--model", help="A `propagation` run directory (default: training-free)."),
     allow_empty: bool = typer.Option(False, "--allow-empty", help="Accept listed slices without foreground."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Only these label values, e.g. 5,1,2 (others: background); default: every value."
+    ),
     probs: Path | None = typer.Option(None, "--probs", help="Also write class probabilities (K channels) here."),
     device: str | None = typer.Option(None, "--device", help="torch device for --model (default: cuda if available)."),
 ) -> None:
@@ -47,10 +75,13 @@ def propagate(
     from labelwise.methods.propagation import propagate as run_propagation
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    vol, ann, img = read_slice_annotations(volume, labels, _parse_slices(slices), allow_empty)
+    vol, ann, img = read_slice_annotations(volume, labels, _parse_ints(slices, "--slices"), allow_empty)
+    ann, back = _select_classes(ann, _parse_ints(classes, "--classes"))
     net = load_propagation_model(model, device) if model is not None else None
-    result = run_propagation(vol, ann, net, allow_empty=allow_empty)
-    write_label(out, result.labels, img.spacing_mm, img.affine)
+    k = None if back is None else len(back)
+    result = run_propagation(vol, ann, net, num_classes=k, allow_empty=allow_empty)
+    filled = result.labels if back is None else back[result.labels].astype(np.int16)
+    write_label(out, filled, img.spacing_mm, img.affine)
     if probs is not None:
         write_image(probs, result.probs, img.spacing_mm, img.affine)
     typer.echo(f"propagated from slice(s) {', '.join(map(str, result.annotated))} -> {out}")
