@@ -91,6 +91,8 @@ def mrnet_conditions(folds: list[tuple[Path, Path]], split: str) -> str:
 def analyse(folds: list[tuple[Path, Path]], split: str) -> str:
     """Markdown block for prediction folders pooled over ``(dataset, prediction folder)`` pairs (one per CV fold)."""
     mats, div_pred, div_rater, single_ged = [], [], [], []
+    map_areas: list[np.ndarray] = []
+    rater_areas: list[np.ndarray] = []
     n = 0
     for data, pred_dir in folds:
         ds = Dataset(data)
@@ -108,6 +110,9 @@ def analyse(folds: list[tuple[Path, Path]], split: str) -> str:
                 single_ged.append(ged(pred.label[None] > 0, raters))
             if pred.raters is not None and pred.raters.shape[0] == raters.shape[0]:
                 mats.append(overlap_from_counts(pair_counts(pred.raters > 0, raters), "dice"))
+                mean_area = raters.reshape(raters.shape[0], -1).sum(1).mean()
+                map_areas.append((pred.raters > 0).reshape(raters.shape[0], -1).sum(1) / mean_area)
+                rater_areas.append(raters.reshape(raters.shape[0], -1).sum(1) / mean_area)
     names = ", ".join(p.name for _, p in folds)
     lines = [f"### {names} ({n} {split} cases)", ""]
     rd = float(np.mean(div_rater))
@@ -122,6 +127,13 @@ def analyse(folds: list[tuple[Path, Path]], split: str) -> str:
             f"- GED with the hard map as the only sample: {np.mean(single_ged):.4f} +- {np.std(single_ged):.4f}"
         )
     if mats:
+        lines.append(
+            "- area of map i / mean rater area: "
+            + " / ".join(f"{v:.2f}" for v in np.mean(map_areas, axis=0))
+            + " (rater i's own: "
+            + " / ".join(f"{v:.2f}" for v in np.mean(rater_areas, axis=0))
+            + ")"
+        )
         lines += _matrix_lines(mats, "head-vs-rater Dice")
     return "\n".join(lines) + "\n"
 
