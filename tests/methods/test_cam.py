@@ -13,7 +13,15 @@ from weakdata import make_weak_dataset
 
 from labelwise.cli.main import app
 from labelwise.data import Dataset
-from labelwise.data.domains import DomainConfig, build_domains, mirror_tile, periphery_crops, prepare_image
+from labelwise.data.domains import (
+    DomainConfig,
+    build_domains,
+    centre_weight,
+    inpaint_centre,
+    mirror_tile,
+    periphery_crops,
+    prepare_image,
+)
 from labelwise.errors import DataError
 from labelwise.methods.crf import CRFConfig, clean_mask, dense_crf, otsu_threshold, rescale_probability
 
@@ -27,12 +35,30 @@ def test_domains_from_normal_cases_and_from_periphery(tmp_path: Path) -> None:
     assert dom.lesion.shape == (3, 3, 16, 16) and dom.healthy.shape == (2, 3, 16, 16)
     assert set(dom.healthy_ids) == {"c04", "c05"}
     assert float(dom.lesion.min()) >= -1 and float(dom.lesion.max()) <= 1
-    # no value means "normal": every image is a lesion image, domain B = 4 corner crops per lesion image
+    # no value means "normal": every image is a lesion image, domain B = 2 healthy versions per lesion image
     per = build_domains(ds, DomainConfig(image_size=16, normal_values=()))
     assert per.source == "periphery"
-    assert per.lesion.shape[0] == 5 and per.healthy.shape[0] == 20
-    assert per.healthy_ids[:4] == ("c00:border0", "c00:border1", "c00:border2", "c00:border3")
+    assert per.lesion.shape[0] == 5 and per.healthy.shape[0] == 10
+    assert per.healthy_ids[:4] == ("c00:border0", "c00:border1", "c01:border0", "c01:border1")
     assert "border crops" in per.describe()
+    # a healthy version keeps its lesion image's corners, with the lesion image's intensity normalisation
+    np.testing.assert_allclose(per.healthy[0][:, 0, 0], per.lesion[0][:, 0, 0], atol=1e-4)
+    assert not np.allclose(per.healthy[0][:, 8, 8], per.lesion[0][:, 8, 8], atol=1e-2)
+    old = build_domains(ds, DomainConfig(image_size=16, normal_values=(), periphery_mode="mosaic", periphery_keep=4))
+    assert old.healthy.shape[0] == 20
+
+
+def test_inpaint_centre_keeps_the_corners_and_replaces_the_centre() -> None:
+    w = centre_weight((20, 30))
+    assert w.shape == (20, 30) and w.dtype == np.float32
+    assert w[10, 15] == 1.0 and w[0, 0] == 0.0 and w[-1, -1] == 0.0
+    assert 0.0 < w[10, 1] < 1.0  # the edge midpoints are blended
+    image = np.zeros((3, 20, 30), np.float32)
+    skin = np.ones((3, 20, 30), np.float32)
+    out = inpaint_centre(image, skin)
+    np.testing.assert_array_equal(out[:, 10, 15], 1.0)
+    np.testing.assert_array_equal(out[:, 0, 0], 0.0)
+    np.testing.assert_allclose(out, np.broadcast_to(w, out.shape))
 
 
 def test_periphery_crops_are_the_four_corners() -> None:

@@ -6,17 +6,19 @@ Weakly supervised methods (:mod:`labelwise.methods.cam`, :mod:`labelwise.methods
 * **domain B (healthy)**, from ``healthy_source``:
 
   - ``"normal"``: the training cases whose image-level label is one of ``normal_values`` (e.g. ``lesion: 0``);
-  - ``"periphery"``: from each domain-A image, 8 square border crops (4 corners + 4 edge midpoints, side
-    ``periphery_fraction`` of the shorter image side) are taken and the ``periphery_keep`` = 4 *brightest* kept:
-    in dermoscopy the dark parts of the border are the scope's vignette (black corners of a round field of view)
-    and the lesion itself is dark, healthy skin is the bright part. Each kept crop is mirror-tiled back to the
-    full image size (a "healthy-skin mosaic" at the *same pixel scale* as the lesion images) and resized to the
-    working size. (``periphery_keep: null`` takes the 4 corners whatever they hold.) With
-    ``periphery_mode: zoom`` the crop itself is resized instead (skin texture then appears magnified, which a
-    classifier can use to tell the domains apart without looking at the lesion). This is the pixel-label-free
-    source for datasets where every image holds a lesion (PH2: all 30 images are naevi or melanomas). It assumes
-    lesions are centred, as in dermoscopy; a corner crop that still touches a lesion, or the dark vignetting of
-    some dermoscopes, is noise the method must absorb.
+  - ``"periphery"``: for datasets where every image holds a lesion (PH2: all 30 images are naevi or
+    melanomas). From each domain-A image, 8 square border crops (4 corners + 4 edge midpoints, side
+    ``periphery_fraction`` = 0.2 of the shorter image side) are taken and the ``periphery_keep`` = 2 *brightest*
+    kept (in dermoscopy the dark parts of the border are the scope's vignette and the lesion itself is dark,
+    healthy skin is the bright part). Each kept crop is mirror-tiled to the full image size, a "healthy-skin
+    mosaic", and with ``periphery_mode: inpaint`` (the default) it replaces the **centre** of the lesion image
+    (:func:`inpaint_centre`: the central ellipse, blended into the image's own corners): a healthy version of
+    each image that keeps its field-of-view border (a dermoscope's dark vignette), so that the two domains differ
+    in the centre and not in their layout. ``periphery_mode: mosaic`` uses the mosaic itself (no vignette: the
+    domains then differ in layout too and both methods learnt to mark the vignette), ``zoom`` the resized crop
+    (texture scale differs), ``periphery_keep: null`` the 4 corners whatever they hold. The rule assumes lesions
+    are roughly centred, as in dermoscopy; a lesion reaching the corners, or skin crops that still hold lesion or
+    vignette, are noise the method must absorb.
   - ``"auto"``: ``"normal"`` when at least one normal training case exists, otherwise ``"periphery"``.
 
 **No pixel label is read**: images are read with :func:`labelwise.io.read_image` straight from the manifest's
@@ -54,6 +56,8 @@ __all__ = [
     "Domains",
     "WeakImage",
     "build_domains",
+    "centre_weight",
+    "inpaint_centre",
     "mirror_tile",
     "normalize_intensity",
     "periphery_crops",
@@ -78,7 +82,8 @@ class DomainConfig:
         healthy_source: ``auto``, ``normal`` or ``periphery`` (see the module docstring).
         image_size: Working size in pixels (square); images are resized to it.
         periphery_fraction: Side of the corner crops as a fraction of the shorter image side (``periphery``).
-        periphery_mode: ``mosaic`` (mirror-tile the crop to the image size) or ``zoom`` (resize the crop).
+        periphery_mode: ``inpaint`` (the crop's mirror-tiled mosaic replaces the centre of the image, whose
+            corners are kept), ``mosaic`` (the mosaic alone) or ``zoom`` (the crop resized).
         periphery_keep: Keep the ``periphery_keep`` brightest of 8 border crops (4 corners + 4 edge midpoints);
             None: the 4 corners.
 
@@ -88,9 +93,9 @@ class DomainConfig:
     normal_values: tuple[int, ...] = (0,)
     healthy_source: Literal["auto", "normal", "periphery"] = "auto"
     image_size: int = 128
-    periphery_fraction: float = 0.3
-    periphery_mode: Literal["mosaic", "zoom"] = "mosaic"
-    periphery_keep: int | None = 4
+    periphery_fraction: float = 0.2
+    periphery_mode: Literal["mosaic", "zoom", "inpaint"] = "inpaint"
+    periphery_keep: int | None = 2
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -125,6 +130,8 @@ class Domains:
         lesion_ids: Case ids of ``lesion``.
         healthy_ids: Ids of ``healthy`` (``<case>`` or ``<case>:border<k>`` for periphery crops).
         source: ``normal`` or ``periphery``: what domain B is.
+        periphery_mode: How periphery crops became domain-B images (``inpaint``/``mosaic``/``zoom``); None
+            for ``normal``.
 
     """
 
@@ -133,14 +140,16 @@ class Domains:
     lesion_ids: tuple[str, ...]
     healthy_ids: tuple[str, ...]
     source: str
+    periphery_mode: str | None = None
 
     def describe(self) -> str:
         """One line saying exactly what the method sees."""
-        what = (
-            "normal images"
-            if self.source == "normal"
-            else "healthy-skin mosaics made from border crops of lesion images"
-        )
+        if self.source == "normal":
+            what = "normal images"
+        elif self.periphery_mode == "inpaint":
+            what = "lesion images with their centre replaced by a mosaic of one of their border crops"
+        else:
+            what = "healthy-skin mosaics made from border crops of lesion images"
         return f"domain A: {len(self.lesion_ids)} lesion images; domain B: {len(self.healthy_ids)} {what}"
 
 
@@ -167,19 +176,23 @@ def read_weak_image(dataset: Dataset, case_id: str, label: str) -> WeakImage:
     return WeakImage(rec.id, img.array.astype(np.float32, copy=False), None if value is None else int(value))
 
 
-def normalize_intensity(image: np.ndarray) -> np.ndarray:
+def normalize_intensity(image: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """Map each channel's 0.5th..99.5th percentiles linearly to [-1, 1] (clipped).
 
     Args:
         image: ``(C, *spatial)`` array.
+        reference: ``(C, ...)`` array whose percentiles define the map (default: ``image`` itself). The healthy
+            versions of ``periphery_mode: inpaint`` use their lesion image, so that the pixels the two share get
+            the same values.
 
     Returns:
         float32 array of the same shape in [-1, 1]; a constant channel becomes 0.
 
     """
     x = image.astype(np.float32, copy=True)
+    ref = x if reference is None else reference
     for c in range(x.shape[0]):
-        lo, hi = np.percentile(x[c], [0.5, 99.5])
+        lo, hi = np.percentile(ref[c], [0.5, 99.5])
         x[c] = 0.0 if hi - lo < 1e-6 else np.clip((x[c] - lo) / (hi - lo) * 2.0 - 1.0, -1.0, 1.0)
     return x
 
@@ -209,7 +222,9 @@ def resize_chw(array: np.ndarray, size: Sequence[int], mode: Literal["bilinear",
     return out[0].numpy()
 
 
-def prepare_image(image: np.ndarray, channels: int, size: int, case_id: str = "?") -> np.ndarray:
+def prepare_image(
+    image: np.ndarray, channels: int, size: int, case_id: str = "?", reference: np.ndarray | None = None
+) -> np.ndarray:
     """Channel-fix, normalise and resize one image to the working size.
 
     Args:
@@ -217,6 +232,7 @@ def prepare_image(image: np.ndarray, channels: int, size: int, case_id: str = "?
         channels: Channels the dataset declares.
         size: Working size S.
         case_id: Named in errors.
+        reference: ``(channels, ...)`` raw image whose intensity percentiles normalise ``image`` (default: its own).
 
     Returns:
         ``(channels, S, S)`` float32 in [-1, 1].
@@ -232,7 +248,7 @@ def prepare_image(image: np.ndarray, channels: int, size: int, case_id: str = "?
             image = np.repeat(image, 3, axis=0)
         else:
             raise DataError(f"case {case_id}: image has {image.shape[0]} channel(s), the dataset declares {channels}")
-    return resize_chw(normalize_intensity(image), (size, size))
+    return resize_chw(normalize_intensity(image, reference), (size, size))
 
 
 def periphery_crops(image: np.ndarray, fraction: float, keep: int | None = None) -> list[np.ndarray]:
@@ -282,6 +298,46 @@ def mirror_tile(patch: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     col = np.concatenate(rows, axis=1)
     tiles = [col if j % 2 == 0 else col[:, :, ::-1] for j in range(reps_x)]
     return np.ascontiguousarray(np.concatenate(tiles, axis=2)[:, : int(shape[0]), : int(shape[1])])
+
+
+def centre_weight(shape: Sequence[int]) -> np.ndarray:
+    """Blend weight of :func:`inpaint_centre`: 1 inside the central ellipse, 0 in the corners.
+
+    With ``rho`` the elliptical radius (0 at the centre, 1 on the ellipse inscribed in the image), the weight is
+    1 for ``rho <= 0.8``, falls linearly to 0 at ``rho = 1`` and is 0 outside (the four corners).
+
+    Args:
+        shape: ``(H, W)``.
+
+    Returns:
+        ``(H, W)`` float32 in [0, 1].
+
+    """
+    h, w = int(shape[0]), int(shape[1])
+    yy = (np.arange(h, dtype=np.float32) + 0.5) / h * 2 - 1
+    xx = (np.arange(w, dtype=np.float32) + 0.5) / w * 2 - 1
+    rho = np.sqrt(yy[:, None] ** 2 + xx[None, :] ** 2)
+    return np.clip((1.0 - rho) / 0.2, 0.0, 1.0).astype(np.float32)
+
+
+def inpaint_centre(image: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """A "healthy" version of ``image``: its centre replaced by ``skin``, its corners kept.
+
+    ``image * (1 - w) + skin * w`` with ``w`` = :func:`centre_weight`: the central ellipse (where a centred lesion
+    lies) shows healthy skin, the corners keep the image's own field-of-view border (a dermoscope's dark
+    vignette), so the two domains differ in the centre only and not in their layout.
+
+    Args:
+        image: ``(C, H, W)`` lesion image.
+        skin: ``(C, H, W)`` healthy-skin mosaic of the same image (:func:`mirror_tile` of a border crop).
+
+    Returns:
+        ``(C, H, W)`` float32.
+
+    """
+    wgt = centre_weight(image.shape[1:])[None]
+    out: np.ndarray = image.astype(np.float32) * (1 - wgt) + skin.astype(np.float32) * wgt
+    return out
 
 
 def build_domains(dataset: Dataset, cfg: DomainConfig, split: str | None = "train") -> Domains:
@@ -342,9 +398,12 @@ def build_domains(dataset: Dataset, cfg: DomainConfig, split: str | None = "trai
         for w in raw_lesion:
             fixed = w.image if w.image.shape[0] == channels else np.repeat(w.image, 3, axis=0)
             for k, crop in enumerate(periphery_crops(fixed, cfg.periphery_fraction, cfg.periphery_keep)):
+                reference = None
                 if cfg.periphery_mode == "mosaic":
                     crop = mirror_tile(crop, fixed.shape[1:])
-                healthy.append(prepare_image(crop, channels, cfg.image_size, w.id))
+                elif cfg.periphery_mode == "inpaint":
+                    crop, reference = inpaint_centre(fixed, mirror_tile(crop, fixed.shape[1:])), fixed
+                healthy.append(prepare_image(crop, channels, cfg.image_size, w.id, reference))
                 healthy_ids.append(f"{w.id}:border{k}")
     out = Domains(
         lesion=np.stack(lesion).astype(np.float32),
@@ -352,6 +411,7 @@ def build_domains(dataset: Dataset, cfg: DomainConfig, split: str | None = "trai
         lesion_ids=tuple(lesion_ids),
         healthy_ids=tuple(healthy_ids),
         source=source,
+        periphery_mode=cfg.periphery_mode if source == "periphery" else None,
     )
     logger.info("%s", out.describe())
     return out

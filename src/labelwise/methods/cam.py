@@ -18,8 +18,9 @@ largest component), resized back to the image's own size, and returned as probab
 **Image-level gating** (``gate``): the mask is emptied (foreground probability 0 everywhere) when the classifier
 calls the image healthy (softmax probability of the lesion class < 0.5). ``gate: auto`` (default) turns it on
 when the healthy domain was made of real normal images (``healthy_source`` ``normal``, e.g. CT slices without
-the organ) and off for periphery mosaics (PH2: every real image holds a lesion, and the classifier only learnt to
-tell whole images from border mosaics, so its "healthy" says nothing about a real image).
+the organ) and off for a periphery-made healthy domain (PH2: every real image holds a lesion, and the classifier
+only learnt to tell images from their border-made healthy versions, so its "healthy" says nothing about a real
+image).
 
 Selection (``selection``): ``last`` (default) keeps the weights of the last epoch, so no pixel label is read;
 ``val`` keeps the epoch with the best mean Jaccard (IoU) on the ``val`` split's masks (the first rater), the

@@ -148,7 +148,7 @@ class CLTNConfig:
     selection: SelectionMode = "last"
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=5,
+            epochs=15,
             steps_per_epoch=100,
             batch_size=1,
             lr=1e-4,
