@@ -48,6 +48,16 @@ def test_domains_from_normal_cases_and_from_periphery(tmp_path: Path) -> None:
     assert old.healthy.shape[0] == 20
 
 
+def test_prepare_image_normalises_with_a_reference_image() -> None:
+    image = np.full((1, 8, 8), 5.0, np.float32)
+    reference = np.linspace(0, 10, 64, dtype=np.float32).reshape(1, 8, 8)
+    out = prepare_image(image, 3, 8, "c", reference=reference)  # both replicated to RGB
+    assert out.shape == (3, 8, 8)
+    np.testing.assert_allclose(out, 0.0, atol=1e-5)  # 5 is the middle of the reference's 0..10 range
+    with pytest.raises(DataError, match="reference image has 2 channel"):
+        prepare_image(np.zeros((3, 8, 8), np.float32), 3, 8, "c", reference=np.zeros((2, 8, 8), np.float32))
+
+
 def test_inpaint_centre_keeps_the_corners_and_replaces_the_centre() -> None:
     w = centre_weight((20, 30))
     assert w.shape == (20, 30) and w.dtype == np.float32

@@ -243,12 +243,19 @@ def prepare_image(
     """
     if image.ndim != 3:
         raise DataError(f"case {case_id}: expected a (C, H, W) image, got shape {image.shape}")
-    if image.shape[0] != channels:
-        if image.shape[0] == 1 and channels == 3:
-            image = np.repeat(image, 3, axis=0)
-        else:
-            raise DataError(f"case {case_id}: image has {image.shape[0]} channel(s), the dataset declares {channels}")
+    image = _fix_channels(image, channels, case_id, "image")
+    if reference is not None:
+        reference = _fix_channels(reference, channels, case_id, "reference image")
     return resize_chw(normalize_intensity(image, reference), (size, size))
+
+
+def _fix_channels(image: np.ndarray, channels: int, case_id: str, what: str) -> np.ndarray:
+    """Replicate a grayscale image to RGB when the dataset is RGB; any other mismatch is a DataError."""
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1 and channels == 3:
+        return np.repeat(image, 3, axis=0)
+    raise DataError(f"case {case_id}: {what} has {image.shape[0]} channel(s), the dataset declares {channels}")
 
 
 def periphery_crops(image: np.ndarray, fraction: float, keep: int | None = None) -> list[np.ndarray]:
