@@ -25,3 +25,20 @@ def real_data() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` tests run only when asked for (``pytest -m slow``); ``gpu`` tests skip without a CUDA device."""
+    markexpr = config.getoption("markexpr") or ""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    cuda = False
+    if gpu_items:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    for item in items:
+        if "slow" in item.keywords and "slow" not in markexpr:
+            item.add_marker(pytest.mark.skip(reason="slow: run with `pytest -m slow`"))
+    for item in gpu_items:
+        if not cuda:
+            item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device"))

@@ -6,9 +6,11 @@ line and a non-zero exit code. Messages name the file (or case) and the problem.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
-__all__ = ["ConfigError", "DataError", "LabelwiseError"]
+__all__ = ["ConfigError", "DataError", "LabelwiseError", "MissingExtraError", "require_extra"]
 
 
 class LabelwiseError(Exception):
@@ -32,3 +34,54 @@ class DataError(LabelwiseError):
 
 class ConfigError(LabelwiseError):
     """A configuration value, CLI option or run directory is invalid or incompatible."""
+
+
+class MissingExtraError(LabelwiseError):
+    """An optional dependency is not installed; the message names the extra that brings it.
+
+    Args:
+        extra: The ``labelwise`` extra that installs the missing package (``viewer``, ``dicom``, ...).
+        feature: What needs it, as the user would name it (``labelwise view``); None names the module instead.
+        module: The module that failed to import.
+
+    """
+
+    def __init__(self, extra: str, feature: str | None = None, module: str | None = None) -> None:
+        self.extra = extra
+        self.module = module
+        install = f"pip install 'labelwise[{extra}]'"
+        if feature is not None:
+            message = f"{feature} needs the [{extra}] extra: {install}"
+        else:
+            message = f"module {module!r} is missing; it comes with the [{extra}] extra: {install}"
+        super().__init__(message)
+
+
+def require_extra(module: str, extra: str, feature: str | None = None) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra that installs it.
+
+    Args:
+        module: Dotted module name, e.g. ``"uvicorn"``.
+        extra: The ``labelwise`` extra that provides it, e.g. ``"viewer"``.
+        feature: What needs it, for the message (``"labelwise view"``).
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingExtraError: If the import fails.
+
+    Example:
+        >>> require_extra("json", "none").__name__
+        'json'
+        >>> try:
+        ...     require_extra("labelwise_no_such_module", "viewer", feature="labelwise view")
+        ... except MissingExtraError as exc:
+        ...     print(exc)
+        labelwise view needs the [viewer] extra: pip install 'labelwise[viewer]'
+
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(extra, feature, module) from None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from labelwise.errors import ConfigError
+from labelwise.errors import ConfigError, MissingExtraError
 from labelwise.models import sentinel as msent
 from labelwise.models import text
 from labelwise.models.sentinel import ClassEmbedding, SentinelNet
@@ -81,9 +81,9 @@ def test_hashed_embeddings_deterministic_unit_and_distinct(tmp_path: Path) -> No
     assert embed_names([], "hashed").shape == (0, TEXT_DIM)
 
 
-def test_minilm_backend_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_minilm_backend_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(text, "minilm_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"labelwise\[text\]"):
+    with pytest.raises(MissingExtraError, match=r"labelwise\[text\]"):
         embed_names(["a structure nobody encoded"], backend="minilm")
     text._CACHE[("minilm", "cached organ")] = hashed_embedding("x")  # cached vectors need no encoder
     assert embed_names(["Cached_Organ"], backend="minilm").shape == (1, TEXT_DIM)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from starlette.testclient import TestClient
 
 from labelwise.data import DatasetWriter
 from labelwise.viewer import MAX_BODY_BYTES, ReviewStore, ViewerState, create_app
+from labelwise.viewer.app import TOKEN_HEADER
+
+BASE_URL = "http://127.0.0.1:8765"  # the default bind, so the Host header is the one a browser would send
 
 
 @pytest.fixture()
@@ -29,8 +33,10 @@ def dataset(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def client(dataset: Path) -> TestClient:
-    return TestClient(create_app(ViewerState(dataset)))
+def client(dataset: Path) -> Iterator[TestClient]:
+    app = create_app(ViewerState(dataset))
+    with TestClient(app, base_url=BASE_URL, headers={TOKEN_HEADER: app.state.token}) as client:
+        yield client
 
 
 def _png(client: TestClient, url: str) -> np.ndarray:

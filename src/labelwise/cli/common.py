@@ -23,6 +23,7 @@ def setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(show_path=False, show_time=False)],
         force=True,
     )
+    logging.getLogger("labelwise.plan").setLevel(logging.INFO)  # planned schedule and wall time, always shown
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -37,15 +37,17 @@ _BUDGETS = {
 
 
 def _invoke(args: list[str]) -> None:
-    """Run one ``labelwise`` subcommand in-process; a non-zero exit raises ``typer.Exit``."""
-    import click
+    """Run one ``labelwise`` subcommand in-process; a non-zero exit raises ``typer.Exit``.
 
+    Only ``typer`` is used here: current typer releases vendor their own copy of click and no longer install the
+    ``click`` package, so importing ``click`` would break a base install.
+    """
     from labelwise.cli.main import app
 
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="labelwise", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         result = exc.exit_code
     if isinstance(result, int) and result != 0:
         raise typer.Exit(result)

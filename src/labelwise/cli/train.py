@@ -19,11 +19,18 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="YAML config (partial, or a run's config.yaml)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override: key=value (dotted keys, YAML values)."),
     preset: str | None = typer.Option(None, "--preset", help="Named preset of the method, e.g. full."),
+    time_budget: str = typer.Option(
+        "auto",
+        "--time-budget",
+        help="Wall-clock budget, e.g. 15m or 1h30m; 'none' trains the full schedule; 'auto' (default): a budget from "
+        "the training-set size on a CPU unless a schedule (--preset, --config, epochs/steps) was asked for.",
+    ),
 ) -> None:
     """Train METHOD on the train split of DATASET, selecting on the val split; writes RUN_DIR."""
     import torch
 
     from labelwise.data import Dataset
+    from labelwise.engine.budget import resolve_time_budget
     from labelwise.engine.distributed import cleanup_distributed
     from labelwise.methods import get_method, load_method_config
 
@@ -32,6 +39,17 @@ def train(
     m = get_method(method)
     ds = Dataset(data)
     cfg = load_method_config(m, config, set_ or (), preset)
+    schedule_keys = ("epochs=", "steps_per_epoch=", "time_budget_s=")
+    asked = (
+        preset is not None or config is not None or any(s.split(".")[-1].startswith(schedule_keys) for s in set_ or ())
+    )
+    cfg = resolve_time_budget(
+        cfg,
+        time_budget,
+        num_train_cases=len(ds.split_ids("train")),
+        full_schedule_asked=asked,
+        cuda=torch.cuda.is_available(),
+    )
     try:
         m.fit(ds, cfg, out)
     finally:

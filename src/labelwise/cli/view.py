@@ -21,19 +21,35 @@ def view(
     allow_remote: bool = typer.Option(
         False, "--allow-remote", help="Required to bind anything but loopback (the viewer has no authentication)."
     ),
+    allowed_host: list[str] | None = typer.Option(
+        None,
+        "--allowed-host",
+        help="Another name (or name:port) the browser may reach the viewer by, e.g. a machine name with "
+        "--host 0.0.0.0; requests naming any other Host are refused. Repeatable.",
+    ),
 ) -> None:
     """Open a dataset (and predictions, QA scores) in a local web viewer."""
-    import uvicorn
+    from labelwise.errors import require_extra
+
+    require_extra("starlette", "viewer", feature="labelwise view")
+    uvicorn = require_extra("uvicorn", "viewer", feature="labelwise view")
 
     from labelwise.cli.common import fail
     from labelwise.viewer import ViewerState, create_app
+    from labelwise.viewer.app import is_loopback
 
-    if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
-        raise fail(f"refusing to bind {host}: the viewer has no authentication; pass --allow-remote to do it anyway")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(host):
+        if not allow_remote:
+            raise fail(
+                f"refusing to bind {host}: the viewer has no authentication; pass --allow-remote to do it anyway"
+            )
         typer.secho(
-            f"warning: serving on {host}: anyone who can reach it can read and edit labels", fg="yellow", err=True
+            f"warning: serving on {host} over plain HTTP: anyone who can reach it can open the page, read and edit "
+            "labels",
+            fg="yellow",
+            err=True,
         )
-    app = create_app(ViewerState(dataset, pred, qa))
-    typer.echo(f"labelwise viewer on http://{host}:{port}/  (Ctrl+C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = create_app(ViewerState(dataset, pred, qa), host=host, port=port, extra_hosts=allowed_host or ())
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"labelwise viewer on http://{shown}:{port}/  (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False, server_header=False)

@@ -28,11 +28,17 @@ Resume: ``<work_dir>/checkpoint.safetensors`` is written every ``checkpoint_ever
 epoch end (atomic). Running the same fit again loads it (weights, optimisers, schedules, RNG states, epoch,
 micro-batch within the epoch, best metric) and continues; the data of the remaining micro-batches is the same
 because samples depend only on ``(seed, epoch, index)``.
+
+Time budget: with ``cfg.time_budget_s > 0`` the first start measures the step time (probe steps rolled back
+afterwards) and one validation, fixes the schedule that fits (:func:`labelwise.engine.budget.plan_schedule`), logs
+the planned wall time, and records the schedule in the checkpoint and in ``<work_dir>/schedule.json``. Tasks read
+the schedule in force from ``ctx.epochs`` / ``ctx.total_steps``, never from the config.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
@@ -47,16 +53,23 @@ from torch import nn
 
 from labelwise.data import Case
 from labelwise.engine.allocator import tune_allocator
+from labelwise.engine.budget import plan_schedule
 from labelwise.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from labelwise.engine.config import TrainConfig
 from labelwise.engine.data import SampleSource, epoch_loader
 from labelwise.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_float, init_distributed
 from labelwise.engine.logger import CSVLogger, MetricLogger, MultiLogger, TensorBoardLogger
 from labelwise.engine.seed import get_rng_state, set_rng_state
+from labelwise.io.atomic import write_json_atomic
 
 __all__ = ["FitResult", "StepContext", "TrainTask", "Trainer", "default_device", "lr_lambda", "make_optimizer"]
 
 logger = logging.getLogger(__name__)
+# The planned schedule and wall time are shown by the CLI even without --verbose (see cli.common.setup_logging).
+plan_logger = logging.getLogger("labelwise.plan")
+
+SCHEDULE_NAME = "schedule.json"
+_PROBE_STEPS = 3  # measured optimiser steps of the time-budget probe (after one warm-up step)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -172,6 +185,16 @@ class StepContext:
         """True on the last micro-batch of an optimiser step."""
         return self.micro == self.trainer.cfg.grad_accum - 1
 
+    @property
+    def epochs(self) -> int:
+        """Epochs of the schedule in force (the config's, or fewer under a time budget)."""
+        return self.trainer.epochs
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the schedule in force."""
+        return self.trainer.epochs * self.trainer.steps_per_epoch
+
 
 @dataclass
 class FitResult:
@@ -183,6 +206,7 @@ class FitResult:
     stopped_early: bool = False
     steps: int = 0
     seconds: float = 0.0
+    planned_steps: int = 0
 
 
 class Trainer:
@@ -227,6 +251,7 @@ class Trainer:
         self.wrapped: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
+        self.epochs, self.steps_per_epoch = cfg.epochs, cfg.steps_per_epoch  # the schedule in force
 
     # ------------------------------------------------------------------ helpers
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -256,10 +281,115 @@ class Trainer:
             else:
                 self.wrapped[name] = mod
         self.optimizers = self.task.configure_optimizers(self.cfg)
-        total = self.cfg.epochs * self.cfg.steps_per_epoch
-        self.schedulers = {
-            n: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(self.cfg, total)) for n, o in self.optimizers.items()
+
+        def schedule(step: int) -> float:  # reads the schedule in force, which a time budget fixes after _setup
+            return lr_lambda(self.cfg, self.epochs * self.steps_per_epoch)(step)
+
+        self.schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, schedule) for n, o in self.optimizers.items()}
+
+    def _micro_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
+        """Forward/backward of one micro-batch (and the optimiser step on the last one); returns the logs."""
+        accum = self.cfg.grad_accum
+        last = ctx.micro == accum - 1
+        if ctx.micro == 0 and not self.task.manual_optimization:
+            for o in self.optimizers.values():
+                o.zero_grad(set_to_none=True)
+        batch = self._to_device(batch)
+        with self._no_sync(not last and not self.task.manual_optimization):
+            with self.autocast():
+                out = self.task.training_step(batch, ctx)
+            out = {"loss": out} if isinstance(out, torch.Tensor) else dict(out)
+            if not self.task.manual_optimization:
+                (out["loss"].float() / accum).backward()  # type: ignore[no-untyped-call]
+        logs = {}
+        for k, v in out.items():
+            val = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            logs[k] = float(all_reduce_mean(val.to(self.device)))
+        if last and not self.task.manual_optimization:
+            for name in self.optimizers:
+                self._step_optimizer(name)
+        return logs
+
+    def _measure(self, ctx: StepContext) -> tuple[float, float]:
+        """Seconds per optimiser step and per validation case, on probe steps that are rolled back.
+
+        Weights, buffers, optimiser states and RNG states are restored afterwards, so a budgeted run trains exactly
+        as an unbudgeted run with the same (shortened) schedule would.
+        """
+        cfg = self.cfg
+        modules = {n: copy.deepcopy(m.state_dict()) for n, m in self.task.modules.items()}
+        optims = {n: copy.deepcopy(o.state_dict()) for n, o in self.optimizers.items()}
+        rng = get_rng_state()
+        self.task.on_epoch_start(0, ctx)
+        loader = epoch_loader(
+            self.source,
+            cfg.seed + 7919,
+            0,
+            cfg.batch_size,
+            (_PROBE_STEPS + 1) * cfg.grad_accum,
+            0,
+            self.dist.rank,
+            self.dist.world_size,
+            0,
+            self.device.type == "cuda",
+        )
+        t0 = 0.0
+        for b, batch in enumerate(loader):
+            if b == cfg.grad_accum:  # the first optimiser step is a warm-up
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                t0 = time.perf_counter()
+            ctx.micro, ctx.step = b % cfg.grad_accum, 0
+            self._micro_step(batch, ctx)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        step_s = broadcast_float((time.perf_counter() - t0) / _PROBE_STEPS, self.device)
+        val_s = 0.0
+        if self.val_cases:
+            t1 = time.perf_counter()
+            for m in self.task.modules.values():
+                m.eval()
+            if self.dist.is_main:
+                with torch.inference_mode():
+                    self.task.validation_step(self.val_cases[0], ctx)
+            for m in self.task.modules.values():
+                m.train()
+            val_s = broadcast_float(time.perf_counter() - t1, self.device)
+        for n, m in self.task.modules.items():
+            m.load_state_dict(modules[n])
+        for n, o in self.optimizers.items():
+            o.load_state_dict(optims[n])
+            o.zero_grad(set_to_none=True)
+        set_rng_state(*rng)
+        return step_s, val_s
+
+    def _plan(self, ctx: StepContext) -> dict[str, Any]:
+        """Fix the schedule of a fresh run (shortened to the time budget, if any) and describe it."""
+        cfg = self.cfg
+        info: dict[str, Any] = {
+            "nominal_epochs": cfg.epochs,
+            "nominal_steps_per_epoch": cfg.steps_per_epoch,
+            "time_budget_s": cfg.time_budget_s,
         }
+        if cfg.time_budget_s > 0:
+            step_s, val_s = self._measure(ctx)
+            self.epochs, self.steps_per_epoch, predicted = plan_schedule(cfg, step_s, val_s, len(self.val_cases))
+            info.update(step_seconds=step_s, val_case_seconds=val_s, predicted_seconds=predicted)
+            plan_logger.info(
+                "%s: %d steps (%d epochs x %d) planned in a %.0f s budget: about %.1f min at %.2f s/step%s",
+                self.work_dir,
+                self.epochs * self.steps_per_epoch,
+                self.epochs,
+                self.steps_per_epoch,
+                cfg.time_budget_s,
+                predicted / 60,
+                step_s,
+                ""
+                if self.epochs * self.steps_per_epoch == cfg.epochs * cfg.steps_per_epoch
+                else f" (the configured {cfg.epochs * cfg.steps_per_epoch} would not fit)",
+            )
+        info.update(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
+        return info
 
     def _no_sync(self, active: bool) -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
@@ -309,23 +439,31 @@ class Trainer:
             "stopped_early": False,
         }
         ckpt = self.work_dir / CHECKPOINT_NAME
+        ctx = StepContext(self)
         if ckpt.exists():
             loaded, rng, _ = load_checkpoint(ckpt, self.task.modules, self.optimizers)
             state.update(loaded)
             set_rng_state(*rng)
+            self.epochs = int(state.get("epochs", cfg.epochs))  # the schedule fixed on the first start
+            self.steps_per_epoch = int(state.get("steps_per_epoch", cfg.steps_per_epoch))
             for sch in self.schedulers.values():
                 sch.last_epoch = state["step"]
                 sch._last_lr = [g["lr"] for g in sch.optimizer.param_groups]
             logger.info(
                 "resuming %s at epoch %d, batch %d, step %d", ckpt, state["epoch"], state["batch"], state["step"]
             )
+        else:
+            schedule = self._plan(ctx)
+            if self.dist.is_main:
+                write_json_atomic(self.work_dir / SCHEDULE_NAME, schedule)
+        state["epochs"], state["steps_per_epoch"] = self.epochs, self.steps_per_epoch
         lg: MultiLogger | None = None
         if self.dist.is_main:
             lg = MultiLogger(
                 [CSVLogger(self.work_dir / "logs"), TensorBoardLogger(self.work_dir / "logs"), *self.extra_loggers]
             )
             lg.truncate(state["step"])
-        result = FitResult()
+        result = FitResult(planned_steps=self.epochs * self.steps_per_epoch)
         if state["finished"]:
             logger.info("%s: training already finished", self.work_dir)
             result.best_metrics = dict(state["best_metrics"])
@@ -334,14 +472,13 @@ class Trainer:
             return result
         for m in self.task.modules.values():
             m.train()
-        ctx = StepContext(self)
         t0 = time.perf_counter()
         accum = cfg.grad_accum
-        num_batches = cfg.steps_per_epoch * accum
-        bar = _Progress(enabled=cfg.progress and self.dist.is_main, total=cfg.epochs * cfg.steps_per_epoch)
+        num_batches = self.steps_per_epoch * accum
+        bar = _Progress(enabled=cfg.progress and self.dist.is_main, total=self.epochs * self.steps_per_epoch)
         bar.advance_to(state["step"])
         try:
-            for epoch in range(state["epoch"], cfg.epochs):
+            for epoch in range(state["epoch"], self.epochs):
                 ctx.epoch = epoch
                 self.task.on_epoch_start(epoch, ctx)
                 start = state["batch"] if epoch == state["epoch"] else 0
@@ -361,24 +498,10 @@ class Trainer:
                 for b, batch in enumerate(loader, start=start):
                     micro = b % accum
                     ctx.micro, ctx.step = micro, state["step"]
-                    if micro == 0 and not self.task.manual_optimization:
-                        for o in self.optimizers.values():
-                            o.zero_grad(set_to_none=True)
-                    batch = self._to_device(batch)
-                    with self._no_sync(micro != accum - 1 and not self.task.manual_optimization):
-                        with self.autocast():
-                            out = self.task.training_step(batch, ctx)
-                        out = {"loss": out} if isinstance(out, torch.Tensor) else dict(out)
-                        if not self.task.manual_optimization:
-                            (out["loss"].float() / accum).backward()  # type: ignore[no-untyped-call]
-                    for k, v in out.items():
-                        val = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-                        logs[k] = logs.get(k, 0.0) + float(all_reduce_mean(val.to(self.device))) / accum
+                    for k, v in self._micro_step(batch, ctx).items():
+                        logs[k] = logs.get(k, 0.0) + v / accum
                     if micro != accum - 1:
                         continue
-                    if not self.task.manual_optimization:
-                        for name in self.optimizers:
-                            self._step_optimizer(name)
                     for sch in self.schedulers.values():
                         sch.step()
                     state["step"] += 1
@@ -394,7 +517,7 @@ class Trainer:
                 # ---- end of epoch: validation, selection, checkpoint
                 state["epoch"], state["batch"] = epoch + 1, 0
                 stop = False
-                if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+                if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == self.epochs:
                     metrics = self._validate(ctx)
                     if metrics and lg is not None:
                         lg.log("val", metrics, state["step"], epoch)
@@ -412,7 +535,7 @@ class Trainer:
                 if not self.val_cases and self.dist.is_main:
                     save_weights(self.work_dir / self.weights_name, self.task.modules, {"epoch": epoch})
                     state["best_epoch"] = epoch
-                if stop or epoch + 1 == cfg.epochs:
+                if stop or epoch + 1 == self.epochs:
                     state["finished"], state["stopped_early"] = True, stop
                 self._save_checkpoint(state)
                 if stop:

@@ -241,7 +241,6 @@ class CPSTask(TrainTask):
         self.modules = {"a": net_a, "b": net_b}
         self.plan = plan
         self.cfg = cfg
-        self.total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         """Supervised + lambda(t) * CPS loss of one micro-batch."""
@@ -251,7 +250,7 @@ class CPSTask(TrainTask):
         la = ctx.module("a")(both)
         lb = ctx.module("b")(both)
         sup = _supervised(la[:n], y, self.cfg.supervised_loss) + _supervised(lb[:n], y, self.cfg.supervised_loss)
-        lam = cps_weight(ctx.step, self.total_steps, self.cfg.cps_weight, self.cfg.rampup)
+        lam = cps_weight(ctx.step, ctx.total_steps, self.cfg.cps_weight, self.cfg.rampup)
         if self.cfg.cps_weight > 0:
             pa, pb = la.detach().argmax(1), lb.detach().argmax(1)
             cps = F.cross_entropy(la.float(), pb) + F.cross_entropy(lb.float(), pa)

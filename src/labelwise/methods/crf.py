@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from labelwise.errors import ConfigError
+from labelwise.errors import ConfigError, require_extra
 
 __all__ = ["CRFConfig", "clean_mask", "dense_crf", "otsu_threshold", "rescale_probability"]
 
@@ -103,10 +103,7 @@ def dense_crf(image: np.ndarray, prob: np.ndarray, cfg: CRFConfig | None = None)
 
 
 def _dense_crf_reference(rgb: np.ndarray, p: np.ndarray, cfg: CRFConfig) -> np.ndarray:
-    try:
-        import pydensecrf.densecrf as dcrf
-    except ImportError:
-        raise ConfigError("crf.backend=pydensecrf needs the pydensecrf2 package (pip install labelwise[crf])") from None
+    dcrf = require_extra("pydensecrf.densecrf", "crf", feature="crf.backend=pydensecrf")
     h, w = p.shape
     scale = max(h, w) / cfg.reference_side
     d = dcrf.DenseCRF2D(w, h, 2)

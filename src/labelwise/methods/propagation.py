@@ -590,6 +590,7 @@ class _SequenceSource:
     """Training sequences ``(T, C, P, P)`` + one object's masks ``(T, 1, P, P)`` from labelled slices."""
 
     def __init__(self, volumes: list[tuple[np.ndarray, np.ndarray, list[int]]], cfg: PropagationConfig) -> None:
+        self.epochs = cfg.train.epochs  # of the schedule in force: STCNTask sets it from the trainer each epoch
         self.volumes = volumes  # (image (C, X, Y, Z), label (X, Y, Z), labelled slices)
         self.cfg = cfg
         self.units = [(v, z) for v, (_, _, zs) in enumerate(volumes) for z in zs]
@@ -602,7 +603,7 @@ class _SequenceSource:
         img, lab, zs = self.volumes[vi]
         present = [int(c) for c in np.unique(lab[..., z0]) if c > 0]
         obj = int(rng.choice(present)) if present else 1
-        jump = max_jump_at(epoch, cfg.train.epochs, cfg.min_jump, cfg.max_jump, cfg.jump_rampup)
+        jump = max_jump_at(epoch, self.epochs, cfg.min_jump, cfg.max_jump, cfg.jump_rampup)
         partners = [z for z in zs if z != z0 and abs(z - z0) <= jump]
         frames: list[np.ndarray]
         masks: list[np.ndarray]
@@ -635,8 +636,13 @@ class _SequenceSource:
 class STCNTask(TrainTask):
     """BCE + soft Dice of the propagated masks of frames ``1..T-1``."""
 
-    def __init__(self, net: STCN) -> None:
+    def __init__(self, net: STCN, source: _SequenceSource) -> None:
         self.modules = {"stcn": net}
+        self.source = source
+
+    def on_epoch_start(self, epoch: int, ctx: StepContext) -> None:
+        """The jump curriculum follows the schedule in force (shorter under a time budget)."""
+        self.source.epochs = ctx.epochs
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """Loss of one batch of sequences."""
@@ -721,7 +727,7 @@ class PropagationMethod(Method):
         seed_everything(config.train.seed)
         net = STCN(plan.channels, config.stcn)
         source = _SequenceSource(_stcn_volumes(dataset, config, plan), config)
-        result = Trainer(STCNTask(net), config.train, rd.path, source, ()).fit()
+        result = Trainer(STCNTask(net, source), config.train, rd.path, source, ()).fit()
         rd.write_meta(
             status="finished",
             best_epoch=result.best_epoch,

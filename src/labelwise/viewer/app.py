@@ -1,10 +1,21 @@
 """The local web viewer: a Starlette app over one dataset (+ predictions, + a QA table).
 
 Only ids from the manifest and layer names from a fixed vocabulary reach the file system, so no request can read
-outside the dataset and prediction folders. Bodies are capped (``MAX_BODY_BYTES``); writes go through
-:class:`~labelwise.viewer.store.ReviewStore` (atomic, locked).
+outside the dataset and prediction folders. Writes go through :class:`~labelwise.viewer.store.ReviewStore`
+(atomic, locked); everything that touches the disk or computes runs in a worker thread, so a long propagation
+never stalls the other requests.
 
-API (JSON unless noted)::
+Every request passes one guard (see ``SECURITY.md`` and ``docs/viewer.md``):
+
+- ``Host`` must name the address the server was started on (``allowed_hosts``), which defeats DNS rebinding;
+- every request but the page (``/``) and ``/static/`` must carry the per-session token (``X-Labelwise-Token``)
+  that the served page embeds in a ``<meta name="labelwise-token">`` tag; another web page cannot read it;
+- writes (any method but GET/HEAD/OPTIONS) must come from the page's own ``Origin`` (a missing Origin is allowed:
+  browsers always send one on cross-origin writes, and the token already proves the caller read the page), be
+  ``Content-Type: application/json``, at most ``MAX_BODY_BYTES`` and nested at most ``MAX_JSON_DEPTH`` levels;
+- every response carries a Content-Security-Policy without inline script, ``nosniff``, ``no-referrer``.
+
+API (JSON unless noted; every route under ``/api/`` needs the token header)::
 
     GET  /api/info                             dataset name, classes, raters, what is loaded
     GET  /api/cases                            case list with split, raters, image labels, QA score, last review
@@ -16,6 +27,9 @@ API (JSON unless noted)::
     POST /api/cases/{id}/propagate             {"slice", "extent", "user"}: propagate the saved corrections to the
                                                unpainted slices within ``extent`` (default 10) of ``slice``
 
+Errors are ``{"error": message}`` with 400 (malformed JSON), 403 (Host, token or Origin refused), 404 (unknown
+case, slice or layer), 413 (body too large), 415 (not JSON) or 422 (a valid request the data refuses).
+
 Layers: ``image``, ``rater/<id>``, ``consensus`` (majority vote), ``pred``, ``prob`` (foreground probability x255),
 ``sample/<k>``, ``predrater/<k>``, ``uncertainty`` (x255 of its max), ``correction`` (latest saved version).
 """
@@ -26,22 +40,64 @@ import base64
 import binascii
 import csv
 import functools
+import hmac
 import io
+import ipaddress
+import json
 import logging
+import math
+import re
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from labelwise.data import Case, Dataset
-from labelwise.errors import LabelwiseError
+from labelwise.errors import LabelwiseError, require_extra
 from labelwise.viewer.store import ReviewStore
 
-__all__ = ["MAX_BODY_BYTES", "ViewerState", "create_app"]
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
+    "TOKEN_HEADER",
+    "ViewerState",
+    "allowed_hosts",
+    "create_app",
+    "is_loopback",
+    "json_depth",
+]
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 32
+TOKEN_HEADER = "X-Labelwise-Token"
 STATIC = Path(__file__).with_name("static")
+TOKEN_PLACEHOLDER = "__LABELWISE_TOKEN__"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})  # the page (it holds the token) and the icon browsers ask for
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):\d+$")
 
 
 class ViewerState:
@@ -71,8 +127,14 @@ class ViewerState:
             rows = list(csv.DictReader(fh))
         if rows and not {"case", "predicted_dice"} <= set(rows[0]):
             raise LabelwiseError(f"{path}: QA table needs columns 'case' and 'predicted_dice'")
-        for row in rows:
-            row["predicted_dice"] = float(row["predicted_dice"])
+        for number, row in enumerate(rows, start=2):
+            try:
+                score = float(row["predicted_dice"])
+            except (TypeError, ValueError):
+                score = math.nan
+            if not math.isfinite(score):
+                raise LabelwiseError(f"{path}: line {number}: predicted_dice {row['predicted_dice']!r} is not a number")
+            row["predicted_dice"] = score
         return sorted(rows, key=lambda r: r["predicted_dice"])
 
     def _load_case(self, case_id: str) -> Case:
@@ -166,68 +228,272 @@ def _window(case: Case) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def create_app(state: ViewerState) -> Any:
-    """Build the Starlette application for ``state``."""
+# ----------------------------------------------------------------------------------------------- request guard
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP, IPv6 with or without brackets) only reaches this machine.
+
+    Example:
+        >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "[::1]", "0.0.0.0", "example.org")]
+        [True, True, True, False, False]
+
+    """
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def _host_port(name: str, port: int) -> set[str]:
+    bare = name.strip("[]").lower()
+    shown = f"[{bare}]" if ":" in bare else bare
+    return {f"{shown}:{port}", shown} if port == 80 else {f"{shown}:{port}"}
+
+
+def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The ``Host`` header values a viewer bound to ``host:port`` answers (lower case).
+
+    Args:
+        host: The bound address (``127.0.0.1``, ``localhost``, ``::1``, an interface address or ``0.0.0.0``).
+        port: The bound port.
+        extra: More names the server may be reached by (``name`` or ``name:port``; a name without port gets
+            ``port``), for a non-loopback bind.
+
+    Returns:
+        ``host:port`` itself; with a loopback bind also the ``127.0.0.1``, ``localhost`` and ``[::1]`` forms of the
+        port; with a wildcard bind (``0.0.0.0``, ``::``) the loopback forms and this machine's host name and fully
+        qualified name. Port 80 also allows the forms without a port, as browsers send them.
+
+    Example:
+        >>> sorted(allowed_hosts("127.0.0.1", 8765))
+        ['127.0.0.1:8765', '[::1]:8765', 'localhost:8765']
+
+    """
+    names = {host}
+    if is_loopback(host):
+        names |= {"127.0.0.1", "localhost", "::1"}
+    elif _is_wildcard(host):
+        names |= {"127.0.0.1", "localhost", "::1", socket.gethostname(), socket.getfqdn()}
+    out: set[str] = set()
+    for name in names:
+        out |= _host_port(name, port)
+    for name in extra:
+        out |= {name.lower()} if _HOST_WITH_PORT.match(name) else _host_port(name, port)
+    return frozenset(out)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text ``raw`` (0 for a scalar), without parsing it.
+
+    Brackets inside strings do not count. Runs in linear time with no recursion, so it is safe on hostile input.
+
+    Example:
+        >>> json_depth(b'{"a": [1, {"b": "]]]"}]}')
+        3
+
+    """
+    stripped = _JSON_STRING.sub(b'""', raw)
+    codes = np.frombuffer(stripped, dtype=np.uint8)
+    if codes.size == 0:
+        return 0
+    steps = (codes == ord("[")).astype(np.int64) + (codes == ord("{")) - (codes == ord("]")) - (codes == ord("}"))
+    return int(max(0, np.cumsum(steps).max()))
+
+
+class RequestRefused(Exception):
+    """A request the viewer answers with an error status and ``{"error": message}``.
+
+    Args:
+        status: HTTP status code.
+        message: What is wrong, in one sentence.
+
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a request body that must be one JSON object of bounded nesting.
+
+    Raises:
+        RequestRefused: 400 if it is nested deeper than ``MAX_JSON_DEPTH``, is not JSON or not an object.
+
+    """
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise RequestRefused(400, f"JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise RequestRefused(400, f"body is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise RequestRefused(400, "expected a JSON object")
+    return payload
+
+
+def _integer(payload: dict[str, Any], name: str, default: int | None = None) -> int:
+    value = payload.get(name, default)
+    if value is None:
+        raise RequestRefused(422, f"missing {name!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestRefused(422, f"{name!r} must be an integer")
+    return value
+
+
+def _text(payload: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = payload.get(name, default)
+    if value is None:
+        raise RequestRefused(422, f"missing {name!r}")
+    if not isinstance(value, str):
+        raise RequestRefused(422, f"{name!r} must be a string")
+    return value
+
+
+class _Guard:
+    """ASGI middleware: Host, token, Origin and body checks, and the security headers on every response."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str], token: str) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        refusal = self.check(scope)
+        if refusal is not None:
+            from starlette.responses import JSONResponse
+
+            status, reason = refusal
+            logger.warning("refused %s %s: %s", scope["method"], scope["path"], reason)
+            response = JSONResponse({"error": reason}, status_code=status)
+            await response(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+    def check(self, scope: Scope) -> tuple[int, str] | None:
+        """The refusal (status, reason) for a request, or None to let it through."""
+        headers: dict[bytes, bytes] = {}
+        for key, value in scope.get("headers", []):
+            headers.setdefault(key.lower(), value)
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        if host not in self.hosts:
+            return 403, f"unexpected Host header {host!r}: open the viewer at the address it printed"
+        path = scope["path"]
+        if path not in _PUBLIC_PATHS and not path.startswith("/static/"):  # the page and its code are public
+            token = headers.get(TOKEN_HEADER.lower().encode(), b"")
+            if not hmac.compare_digest(token, self.token):
+                return 403, f"missing or wrong {TOKEN_HEADER}: reload the viewer page"
+        if scope["method"] in _SAFE_METHODS:
+            return None
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1").lower() != f"{scope['scheme']}://{host}":
+            return 403, f"cross-origin write refused (Origin {origin.decode('latin-1')!r})"
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type != b"application/json":
+            return 415, "writes must be Content-Type: application/json"
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            return 413, "request body too large"
+        return None
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    """The body of ``request`` as a JSON object, read up to ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestRefused(413, "request body too large")
+        chunks.append(chunk)
+    return parse_json_object(b"".join(chunks))
+
+
+# ----------------------------------------------------------------------------------------------- the app
+def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, extra_hosts: Iterable[str] = ()) -> Any:
+    """Build the Starlette application for ``state``, with a fresh session token.
+
+    Args:
+        state: What to serve.
+        host: The address the server is bound to; ``Host`` headers are checked against it (``allowed_hosts``).
+        port: The port the server is bound to.
+        extra_hosts: More ``Host`` names to accept (see :func:`allowed_hosts`).
+
+    Returns:
+        The Starlette app; ``app.state.token`` is the session token the page embeds.
+
+    """
+    require_extra("starlette", "viewer", feature="the labelwise viewer")
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
-    from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
-    from starlette.types import ASGIApp, Receive, Scope, Send
 
-    class BodyLimit:
-        """Refuse bodies over MAX_BODY_BYTES (declared or streamed)."""
+    token = secrets.token_urlsafe(32)
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    if TOKEN_PLACEHOLDER not in page:
+        raise RuntimeError("index.html lost its token placeholder")
+    page = page.replace(TOKEN_PLACEHOLDER, token)
+    hosts = allowed_hosts(host, port, extra_hosts)
 
-        def __init__(self, app: ASGIApp) -> None:
-            self.app = app
+    def api(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
+        """Turn a handler's result into JSON and its expected failures into ``{"error": ...}`` responses."""
 
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await self.app(scope, receive, send)
-                return
-            declared = dict(scope.get("headers", [])).get(b"content-length")
-            if declared is not None and int(declared) > MAX_BODY_BYTES:
-                await JSONResponse({"error": "request body too large"}, status_code=413)(scope, receive, send)
-                return
-            seen = 0
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            try:
+                result = await handler(request)
+            except RequestRefused as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.status)
+            except (LabelwiseError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=422)
+            return result if isinstance(result, Response) else JSONResponse(result)
 
-            async def limited() -> Any:
-                nonlocal seen
-                message = await receive()
-                seen += len(message.get("body", b""))
-                if seen > MAX_BODY_BYTES:
-                    raise ValueError("request body too large")
-                return message
-
-            await self.app(scope, limited, send)
+        return endpoint
 
     def known_case(request: Request) -> str:
-        case_id = request.path_params["case_id"]
+        case_id = str(request.path_params["case_id"])
         if case_id not in state.dataset.ids:
-            raise KeyError(case_id)
-        return str(case_id)
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+            raise RequestRefused(404, "unknown case")
+        return case_id
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
-    async def info(request: Request) -> Response:
+    @api
+    async def info(request: Request) -> Any:
         ds = state.dataset
-        return JSONResponse(
-            {
-                "name": ds.name,
-                "spatial_dims": ds.spatial_dims,
-                "class_names": list(ds.class_names),
-                "rater_ids": list(ds.rater_ids),
-                "has_predictions": state.pred_dir is not None,
-                "has_qa": bool(state.qa),
-            }
-        )
+        return {
+            "name": ds.name,
+            "spatial_dims": ds.spatial_dims,
+            "class_names": list(ds.class_names),
+            "rater_ids": list(ds.rater_ids),
+            "has_predictions": state.pred_dir is not None,
+            "has_qa": bool(state.qa),
+        }
 
-    async def cases(request: Request) -> Response:
+    def list_cases() -> list[dict[str, Any]]:
         reviews = state.store.reviews()
         qa_by_case: dict[str, float] = {}
         for row in state.qa:
@@ -245,71 +511,58 @@ def create_app(state: ViewerState) -> Any:
                     "review": last[-1]["decision"] if last else None,
                 }
             )
-        return JSONResponse(out)
+        return out
 
-    async def queue(request: Request) -> Response:
+    @api
+    async def cases(request: Request) -> Any:
+        return await run_in_threadpool(list_cases)
+
+    def list_queue() -> list[dict[str, Any]]:
         reviews = state.store.reviews()
-        return JSONResponse(
-            [{**row, "review": (reviews.get(row["case"]) or [{}])[-1].get("decision")} for row in state.qa]
-        )
+        return [{**row, "review": (reviews.get(row["case"]) or [{}])[-1].get("decision")} for row in state.qa]
 
-    async def case_meta(request: Request) -> Response:
-        try:
-            case_id = known_case(request)
-            case = state.case(case_id)
-            layers = state.layers(case_id)
-        except KeyError:
-            return error(404, "unknown case")
-        except LabelwiseError as exc:
-            return error(422, str(exc))
-        return JSONResponse(
-            {
-                "id": case_id,
-                "shape": list(case.spatial_shape),
-                "spacing_mm": list(case.spacing_mm),
-                "channels": int(case.image.shape[0]),
-                "slices": 1 if case.spatial_dims == 2 else case.spatial_shape[-1],
-                "labelled_slices": list(case.labelled_slices) if case.labelled_slices is not None else None,
-                "layers": layers,
-                "image_labels": case.image_labels,
-                "versions": [v.__dict__ for v in state.store.versions(case_id)],
-                "reviews": state.store.reviews().get(case_id, []),
-            }
-        )
+    @api
+    async def queue(request: Request) -> Any:
+        return await run_in_threadpool(list_queue)
 
-    async def slice_png(request: Request) -> Response:
+    def describe_case(case_id: str) -> dict[str, Any]:
+        case = state.case(case_id)
+        return {
+            "id": case_id,
+            "shape": list(case.spatial_shape),
+            "spacing_mm": list(case.spacing_mm),
+            "channels": int(case.image.shape[0]),
+            "slices": 1 if case.spatial_dims == 2 else case.spatial_shape[-1],
+            "labelled_slices": list(case.labelled_slices) if case.labelled_slices is not None else None,
+            "layers": state.layers(case_id),
+            "image_labels": case.image_labels,
+            "versions": [v.__dict__ for v in state.store.versions(case_id)],
+            "reviews": state.store.reviews().get(case_id, []),
+        }
+
+    @api
+    async def case_meta(request: Request) -> Any:
+        return await run_in_threadpool(describe_case, known_case(request))
+
+    @api
+    async def slice_png(request: Request) -> Any:
+        case_id = known_case(request)
+        z = int(request.path_params["z"])
+        layer = request.query_params.get("layer", "image")
         try:
-            case_id = known_case(request)
-            z = int(request.path_params["z"])
-            layer = request.query_params.get("layer", "image")
-            png = state.slice_png(case_id, z, layer)
+            png = await run_in_threadpool(state.slice_png, case_id, z, layer)
         except (KeyError, ValueError):
-            return error(404, "unknown case, slice or layer")
-        except LabelwiseError as exc:
-            return error(422, str(exc))
+            raise RequestRefused(404, "unknown case, slice or layer") from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
-    async def body(request: Request) -> dict[str, Any]:
-        payload = await request.json()
-        if not isinstance(payload, dict):
-            raise ValueError("expected a JSON object")
-        return payload
-
-    async def review(request: Request) -> Response:
-        try:
-            case_id = known_case(request)
-            payload = await body(request)
-            entry = state.store.add_review(
-                case_id,
-                str(payload.get("decision")),
-                str(payload.get("comment", "")),
-                str(payload.get("user", "anonymous")),
-            )
-        except KeyError:
-            return error(404, "unknown case")
-        except (ValueError, LabelwiseError) as exc:
-            return error(422, str(exc))
-        return JSONResponse(entry)
+    @api
+    async def review(request: Request) -> Any:
+        case_id = known_case(request)
+        payload = await _read_json(request)
+        decision = _text(payload, "decision")
+        comment = _text(payload, "comment", "")
+        user = _text(payload, "user", "anonymous")
+        return await run_in_threadpool(state.store.add_review, case_id, decision, comment, user)
 
     def _base(case_id: str, base_name: str) -> np.ndarray:
         case = state.case(case_id)
@@ -318,74 +571,67 @@ def create_app(state: ViewerState) -> Any:
         except KeyError:
             return np.zeros(case.spatial_shape, dtype=np.int16)
 
-    async def correction(request: Request) -> Response:
+    def save_correction(case_id: str, z: int, h: int, w: int, data: str, base_name: str, user: str) -> Any:
+        case = state.case(case_id)
         try:
-            case_id = known_case(request)
-            payload = await body(request)
-            case = state.case(case_id)
-            z = int(payload["slice"])
-            h, w = int(payload["height"]), int(payload["width"])
-            raw = base64.b64decode(str(payload["data"]), validate=True)
-            if len(raw) != h * w:
-                raise ValueError(f"data has {len(raw)} bytes, expected {h}x{w}")
-            mask = np.frombuffer(raw, dtype=np.uint8).reshape(h, w).astype(np.int16)
-            if mask.max(initial=0) >= len(case.class_names):
-                raise ValueError(f"label {int(mask.max())} is not a class (0..{len(case.class_names) - 1})")
-            base_name = str(payload.get("base", "correction"))
-            entry = state.store.save_slices(
-                case_id,
-                _base(case_id, base_name),
-                base_name,
-                {z: mask},
-                case.spacing_mm,
-                case.affine,
-                user=str(payload.get("user", "anonymous")),
-            )
-        except KeyError as exc:
-            return error(404 if "case" in str(exc) or exc.args == () else 422, f"missing or unknown {exc}")
-        except (ValueError, binascii.Error, LabelwiseError) as exc:
-            return error(422, str(exc))
-        return JSONResponse(entry.__dict__)
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestRefused(422, f"'data' is not base64 ({exc})") from None
+        if len(raw) != h * w:
+            raise RequestRefused(422, f"data has {len(raw)} bytes, expected {h}x{w}")
+        mask = np.frombuffer(raw, dtype=np.uint8).reshape(h, w).astype(np.int16)
+        if mask.max(initial=0) >= len(case.class_names):
+            raise RequestRefused(422, f"label {int(mask.max())} is not a class (0..{len(case.class_names) - 1})")
+        entry = state.store.save_slices(
+            case_id, _base(case_id, base_name), base_name, {z: mask}, case.spacing_mm, case.affine, user=user
+        )
+        return entry.__dict__
 
-    async def propagate(request: Request) -> Response:
-        try:
-            case_id = known_case(request)
-            payload = await body(request)
-            case = state.case(case_id)
-            if case.spatial_dims != 3:
-                raise ValueError("propagation needs a 3D case")
-            z = int(payload["slice"])
-            extent = int(payload.get("extent", 10))
-            if extent < 1:
-                raise ValueError("extent must be >= 1 slice")
-            latest = state.store.latest(case_id, 3)
-            if latest is None:
-                raise ValueError("save a corrected slice first")
-            painted = {s for v in state.store.versions(case_id) if v.action == "paint" for s in v.slices}
-            if z not in painted:
-                raise ValueError(f"slice {z} has no saved correction; paint and save it first")
-            from labelwise.methods.propagation import propagate as propagate_volume
+    @api
+    async def correction(request: Request) -> Any:
+        case_id = known_case(request)
+        payload = await _read_json(request)
+        z = _integer(payload, "slice")
+        h, w = _integer(payload, "height"), _integer(payload, "width")
+        if h < 1 or w < 1:
+            raise RequestRefused(422, "width and height must be positive")
+        data = _text(payload, "data")
+        base_name = _text(payload, "base", "correction")
+        user = _text(payload, "user", "anonymous")
+        return await run_in_threadpool(save_correction, case_id, z, h, w, data, base_name, user)
 
-            anchors = {s: latest[..., s] for s in sorted(painted)}
-            result = propagate_volume(case.image, anchors, num_classes=len(case.class_names), allow_empty=True)
-            depth = latest.shape[-1]
-            targets = [k for k in range(max(0, z - extent), min(depth, z + extent + 1)) if k not in painted]
-            slices = {k: result.labels[..., k].astype(np.int16) for k in targets}
-            entry = state.store.save_slices(
-                case_id,
-                latest,
-                "correction",
-                slices,
-                case.spacing_mm,
-                case.affine,
-                user=str(payload.get("user", "anonymous")),
-                action="propagate",
-            )
-        except KeyError as exc:
-            return error(404, f"unknown {exc}")
-        except (ValueError, LabelwiseError) as exc:
-            return error(422, str(exc))
-        return JSONResponse(entry.__dict__)
+    def run_propagation(case_id: str, z: int, extent: int, user: str) -> Any:
+        case = state.case(case_id)
+        if case.spatial_dims != 3:
+            raise RequestRefused(422, "propagation needs a 3D case")
+        latest = state.store.latest(case_id, 3)
+        if latest is None:
+            raise RequestRefused(422, "save a corrected slice first")
+        painted = {s for v in state.store.versions(case_id) if v.action == "paint" for s in v.slices}
+        if z not in painted:
+            raise RequestRefused(422, f"slice {z} has no saved correction; paint and save it first")
+        from labelwise.methods.propagation import propagate as propagate_volume
+
+        anchors = {s: latest[..., s] for s in sorted(painted)}
+        result = propagate_volume(case.image, anchors, num_classes=len(case.class_names), allow_empty=True)
+        depth = latest.shape[-1]
+        targets = [k for k in range(max(0, z - extent), min(depth, z + extent + 1)) if k not in painted]
+        slices = {k: result.labels[..., k].astype(np.int16) for k in targets}
+        entry = state.store.save_slices(
+            case_id, latest, "correction", slices, case.spacing_mm, case.affine, user=user, action="propagate"
+        )
+        return entry.__dict__
+
+    @api
+    async def propagate(request: Request) -> Any:
+        case_id = known_case(request)
+        payload = await _read_json(request)
+        z = _integer(payload, "slice")
+        extent = _integer(payload, "extent", 10)
+        if extent < 1:
+            raise RequestRefused(422, "extent must be >= 1 slice")
+        user = _text(payload, "user", "anonymous")
+        return await run_in_threadpool(run_propagation, case_id, z, extent, user)
 
     routes = [
         Route("/", index),
@@ -399,4 +645,6 @@ def create_app(state: ViewerState) -> Any:
         Route("/api/cases/{case_id}/propagate", propagate, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)])
+    app = Starlette(routes=routes, middleware=[Middleware(_Guard, hosts=hosts, token=token)])
+    app.state.token = token
+    return app

@@ -1,5 +1,12 @@
 // labelwise viewer: vanilla JS, no network access beyond this server.
+// Everything that comes from the dataset, quality.csv or review files is inserted as text (textContent, Option,
+// createElement), never as HTML; the server's Content-Security-Policy forbids inline script as a second line.
 "use strict";
+
+// The per-session token the server embedded in the page; every /api/ request carries it.
+const TOKEN = document.querySelector('meta[name="labelwise-token"]').content;
+const TOKEN_HEADER = "X-Labelwise-Token";
+const DECISIONS = ["accept", "reject", "flag"];
 
 const COLOURS = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240]];
 const state = { info: null, cases: [], queue: [], tab: "cases", caseId: null, meta: null, slice: 0, layers: {},
@@ -8,8 +15,8 @@ const state = { info: null, cases: [], queue: [], tab: "cases", caseId: null, me
 const $ = (id) => document.getElementById(id);
 const status = (msg) => { $("status").textContent = msg; };
 
-async function api(path, options) {
-  const res = await fetch(path, options);
+async function api(path, options = {}) {
+  const res = await fetch(path, { ...options, headers: { ...(options.headers || {}), [TOKEN_HEADER]: TOKEN } });
   const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
   if (!res.ok) throw new Error((body && body.error) || res.statusText);
   return body;
@@ -27,21 +34,30 @@ function layerColour(name) {
 // ----------------------------------------------------------------------------------------------- case list
 function renderList() {
   const ul = $("case-list");
-  ul.innerHTML = "";
+  ul.replaceChildren();
   const text = $("filter-text").value.toLowerCase();
   const split = $("filter-split").value;
   const review = $("filter-review").value;
   const rows = state.tab === "queue" ? state.queue.map((q) => ({ id: q.case, quality: q.predicted_dice, review: q.review, extra: [q.source, q.structure].filter(Boolean).join(" · ") }))
     : state.cases;
   for (const c of rows) {
-    if (text && !c.id.toLowerCase().includes(text)) continue;
+    if (text && !String(c.id).toLowerCase().includes(text)) continue;
     if (split && c.split !== split) continue;
     if (review && (review === "none" ? c.review : c.review !== review)) continue;
     const li = document.createElement("li");
     li.dataset.case = c.id;
     if (c.id === state.caseId) li.classList.add("selected");
     const q = c.quality == null ? "" : ` q=${Number(c.quality).toFixed(2)}`;
-    li.innerHTML = `<span>${c.id}<small>${q} ${c.extra || ""}</small></span><span class="badge ${c.review || ""}">${c.review || c.split || ""}</span>`;
+    const name = document.createElement("span");
+    name.textContent = String(c.id);
+    const small = document.createElement("small");
+    small.textContent = `${q} ${c.extra || ""}`;
+    name.appendChild(small);
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    if (DECISIONS.includes(c.review)) badge.classList.add(c.review);
+    badge.textContent = c.review || c.split || "";
+    li.append(name, badge);
     li.onclick = () => openCase(c.id);
     ul.appendChild(li);
   }
@@ -68,24 +84,31 @@ async function openCase(id) {
   $("slice").value = state.slice;
   $("slice-row").hidden = state.meta.slices <= 1;
   const div = $("layers");
-  div.innerHTML = "";
+  div.replaceChildren();
   for (const name of state.meta.layers.filter((l) => l !== "image")) {
     if (!(name in state.layers)) state.layers[name] = name === "consensus" || name === "pred";
     const id = `layer-${name.replace(/[^a-z0-9]/gi, "-")}`;
     const [r, g, b] = layerColour(name);
     const label = document.createElement("label");
-    label.innerHTML = `<input type="checkbox" id="${id}" ${state.layers[name] ? "checked" : ""}><span class="swatch" style="background:rgb(${r},${g},${b})"></span>${name}<br>`;
-    label.querySelector("input").onchange = (e) => { state.layers[name] = e.target.checked; draw(); };
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.id = id;
+    box.checked = state.layers[name];
+    box.onchange = (e) => { state.layers[name] = e.target.checked; draw(); };
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = `rgb(${r},${g},${b})`;  // CSSOM, not a style attribute: allowed by the CSP
+    label.append(box, swatch, document.createTextNode(name), document.createElement("br"));
     div.appendChild(label);
   }
   const base = $("edit-base");
-  base.innerHTML = "";
+  base.replaceChildren();
   for (const name of ["correction", "consensus", "pred", ...state.meta.layers.filter((l) => l.startsWith("rater/"))]) {
     if (state.meta.layers.includes(name)) base.add(new Option(name, name));
   }
   base.add(new Option("empty", "empty"));
   const cls = $("paint-class");
-  cls.innerHTML = "";
+  cls.replaceChildren();
   state.info.class_names.forEach((n, i) => { if (i > 0) cls.add(new Option(`${i} ${n}`, i)); });
   renderMeta();
   renderList();
@@ -102,18 +125,18 @@ function loadImage(layer, z) {
   const key = `${layer}@${z}`;
   if (state.images[key]) return state.images[key];
   const url = `/api/cases/${encodeURIComponent(state.caseId)}/slice/${z}.png?layer=${encodeURIComponent(layer)}`;
-  state.images[key] = new Promise((resolve, reject) => {
-    const img = new Image();
-    img.onload = () => {
-      const c = document.createElement("canvas");
-      c.width = img.width; c.height = img.height;
-      const ctx = c.getContext("2d");
-      ctx.drawImage(img, 0, 0);
-      resolve(ctx.getImageData(0, 0, img.width, img.height));
-    };
-    img.onerror = () => reject(new Error(`cannot load ${layer}`));
-    img.src = url;
-  });
+  // fetched (an <img> cannot send the token header) and decoded without colour conversion: label values survive
+  state.images[key] = (async () => {
+    const res = await fetch(url, { headers: { [TOKEN_HEADER]: TOKEN } });
+    if (!res.ok) throw new Error(`cannot load ${layer} (${res.status})`);
+    const bitmap = await createImageBitmap(await res.blob(), { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    const c = document.createElement("canvas");
+    c.width = bitmap.width; c.height = bitmap.height;
+    const ctx = c.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0);
+    bitmap.close();
+    return ctx.getImageData(0, 0, c.width, c.height);
+  })();
   return state.images[key];
 }
 
