@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from labelwise.errors import MissingExtraError
 

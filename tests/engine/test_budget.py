@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from tests.engine.test_trainer import Regression, Source, _cfg
+from tests.engine.tinydata import disc_dataset
 from typer.testing import CliRunner
 
 from labelwise.engine import StepContext, TrainConfig, Trainer
 from labelwise.engine.budget import default_budget_s, parse_duration, plan_schedule, resolve_time_budget
 from labelwise.errors import ConfigError
-from tests.engine.test_trainer import Regression, Source, _cfg
-from tests.engine.tinydata import disc_dataset
 
 
 class SlowRegression(Regression):
@@ -101,8 +101,8 @@ def test_parse_duration_and_errors() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class _Staged:
-    train: TrainConfig = TrainConfig(epochs=30, steps_per_epoch=10)
-    stage2: TrainConfig = TrainConfig(epochs=10, steps_per_epoch=10)
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=30, steps_per_epoch=10))
+    stage2: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(epochs=10, steps_per_epoch=10))
     other: int = 3
 
 

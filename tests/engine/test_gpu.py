@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tests.engine.test_trainer import Regression, Source, _cfg
+from tests.engine.tinydata import disc_dataset
 
 from labelwise.engine import StepContext, Trainer
 from labelwise.io import read_prediction
-from tests.engine.test_trainer import Regression, Source, _cfg
-from tests.engine.tinydata import disc_dataset
 
 pytestmark = pytest.mark.gpu
 

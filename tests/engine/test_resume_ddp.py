@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinydata import disc_dataset
+from tests.engine.tinydata import disc_dataset
 
 from labelwise.engine import read_csv_log
 from labelwise.engine.checkpoint import read_safetensors
@@ -79,3 +79,16 @@ def test_ddp_two_gloo_processes_match_one_process(dataset: Path, tmp_path: Path)
     assert len(la) == len(lb) == 12
     np.testing.assert_allclose(lb, la, rtol=2e-4, atol=1e-5)
     assert la[0] != la[-1]
+
+
+def test_documented_torchrun_line_trains_through_the_cli(dataset: Path, tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m labelwise.cli train ...`` (README, docs/engine.md) runs, not just imports."""
+    out = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cli = ["-m", "labelwise.cli", "train", "supervised", "--data", str(dataset), "--out", str(out)]
+    smoke = ["--preset", "smoke", "--set", "train.progress=false", "--set", "tta=false"]
+    proc = _run([*torchrun, *cli, *smoke], check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "finished"
+    assert (out / "weights.safetensors").is_file()

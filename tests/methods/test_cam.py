@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.methods.weakdata import make_weak_dataset
 from typer.testing import CliRunner
-from weakdata import make_weak_dataset
 
 from labelwise.cli.main import app
 from labelwise.data import Dataset

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.engine.tinydata import disc_dataset
 
 from labelwise.engine import load_weights, save_weights
 from labelwise.errors import ConfigError, DataError
@@ -16,9 +16,6 @@ from labelwise.io import Prediction
 from labelwise.methods import Method, get_method, load_method_config, load_run
 from labelwise.methods import available as available_methods
 from labelwise.models import ModelSpec, available, build_model, dice_ce_loss
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from tinydata import disc_dataset
 
 # Load every method module first: methods register their own networks, and the parameter lists below must
 # not depend on which test modules happened to be imported before this one.

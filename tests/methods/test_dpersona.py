@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from tests.methods.multirater_data import multirater_discs
 from typer.testing import CliRunner
 
 from labelwise.cli.main import app
@@ -19,9 +19,6 @@ from labelwise.io import read_prediction
 from labelwise.methods import get_method, load_method_config, load_run
 from labelwise.methods.dpersona import DPersonaConfig, PersonaTask, ProbUNetTask
 from labelwise.models.prob_unet import PersonaHeads, ProbUNet
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multirater_data import multirater_discs
 
 R = 4
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from tests.methods.multirater_data import multirater_discs
 from typer.testing import CliRunner
 
 from labelwise.cli.main import app
@@ -19,9 +19,6 @@ from labelwise.errors import ConfigError, DataError
 from labelwise.methods import load_run
 from labelwise.methods.mrnet import MRNetConfig, MRNetTask
 from labelwise.models.mrnet import MRNet
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multirater_data import multirater_discs
 
 R = 7
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.engine.tinydata import disc_dataset
 from typer.testing import CliRunner
 
 from labelwise.data import Case, Dataset, DatasetWriter
@@ -30,9 +30,6 @@ from labelwise.methods.sentinel import (
     sentinel_loss,
     slice_indices,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from tinydata import disc_dataset
 
 
 def _disc(h: int = 32, w: int = 32, r: float = 8, cy: float = 16, cx: float = 16) -> np.ndarray:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.engine.tinydata import disc_dataset
 from typer.testing import CliRunner
 
 from labelwise.cli.main import app
 from labelwise.data import Case, Dataset
 from labelwise.io import PredictionIndex, read_prediction
 from labelwise.methods.supervised import fused_target
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from tinydata import disc_dataset
 
 SMOKE = ["--preset", "smoke", "--set", "train.progress=false", "--set", "tta=false"]
 

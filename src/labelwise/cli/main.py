@@ -9,6 +9,7 @@ import typer
 from labelwise.cli import data as data_cmd
 from labelwise.cli import demo as demo_cmd
 from labelwise.cli import evaluate as evaluate_cmd
+from labelwise.cli import export as export_cmd
 from labelwise.cli import fuse as fuse_cmd
 from labelwise.cli import methods as methods_cmd
 from labelwise.cli import predict as predict_cmd
@@ -30,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(export_cmd.app, name="export")
 app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)
 app.command("methods")(methods_cmd.methods)
@@ -63,3 +65,7 @@ def run() -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", fg=typer.colors.RED, err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # python -m labelwise.cli.main (python -m labelwise.cli is the documented spelling)
+    run()

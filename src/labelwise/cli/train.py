@@ -1,6 +1,6 @@
 """``labelwise train METHOD --data DATASET --out RUN_DIR``: train a registered method (resumes a killed run).
 
-Multi-process: ``torchrun --nproc-per-node N -m labelwise.cli.main train ...`` (gloo on CPU, NCCL on GPUs).
+Multi-process: ``torchrun --nproc-per-node N -m labelwise.cli train ...`` (gloo on CPU, NCCL on GPUs).
 """
 
 from __future__ import annotations

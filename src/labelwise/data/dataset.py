@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -14,12 +13,12 @@ import numpy as np
 from labelwise.data.case import Case
 from labelwise.data.manifest import MANIFEST_NAME, SPLITS, CaseRecord, Manifest, read_manifest
 from labelwise.errors import DataError
-from labelwise.io import read_image, read_label, write_image, write_json_atomic, write_label
+from labelwise.io import read_image, read_label, safe_join, write_image, write_json_atomic, write_label
+from labelwise.io.paths import check_id
 
 __all__ = ["Dataset", "DatasetWriter"]
 
 logger = logging.getLogger(__name__)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class Dataset:
@@ -30,7 +29,7 @@ class Dataset:
 
     Example:
         >>> ds = Dataset("my_dataset")          # doctest: +SKIP
-        >>> case = ds["case01"]                 # reads image and rater maps now
+        >>> case = ds["case01"]                 # doctest: +SKIP
         >>> [c.id for c in ds.cases("train")]   # doctest: +SKIP
 
     """
@@ -156,7 +155,12 @@ class DatasetWriter:
     """Create a dataset folder case by case; the manifest is written last, atomically, by :meth:`finish`.
 
     Until :meth:`finish` runs, the folder has no ``dataset.json`` and is not a dataset, so an interrupted
-    import never looks complete.
+    import never looks complete. Case and rater ids must be safe ids (:func:`labelwise.io.paths.id_problem`), so
+    every file stays inside ``dest``.
+
+    ``overwrite`` deletes the old dataset's manifest, ``images/`` and ``labels/`` right away. To replace a
+    dataset only once the new one is complete, write into a :class:`labelwise.io.StagedDir` instead (every
+    ``labelwise`` command that takes ``--overwrite`` does).
 
     Args:
         dest: Target folder. Must not already hold a ``dataset.json`` unless ``overwrite``.
@@ -184,6 +188,8 @@ class DatasetWriter:
         image_suffix: str = ".nii.gz",
     ) -> None:
         self.dest = Path(dest)
+        for rater_id in rater_ids:
+            check_id(rater_id, "rater id", self.dest)
         if (self.dest / MANIFEST_NAME).exists():
             if not overwrite:
                 raise DataError("a dataset already exists here (pass overwrite to replace it)", self.dest)
@@ -226,8 +232,7 @@ class DatasetWriter:
             labelled_slices: Valid slice indices (last axis) for partially labelled volumes.
 
         """
-        if not _SAFE_ID.match(case_id):
-            raise DataError(f"case id {case_id!r} must use letters, digits, '.', '_' or '-' only")
+        check_id(case_id)
         if any(r.id == case_id for r in self.records):
             raise DataError(f"duplicate case id {case_id!r}")
         image = np.asarray(image)
@@ -242,7 +247,7 @@ class DatasetWriter:
         if spacing_mm is None and affine is not None:
             spacing_mm = tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, : self.spatial_dims], axis=0))
         img_rel = f"images/{case_id}{self.suffix}"
-        write_image(self.dest / img_rel, image, spacing_mm, affine)
+        write_image(safe_join(self.dest, img_rel), image, spacing_mm, affine)
         labels: dict[str, str] = {}
         for rater_id, lab in (raters or {}).items():
             if rater_id not in self.rater_ids:
@@ -251,7 +256,7 @@ class DatasetWriter:
             if lab.shape != image.shape[1:]:
                 raise DataError(f"case {case_id}: rater {rater_id} shape {lab.shape} != image {image.shape[1:]}")
             rel = f"labels/{case_id}_{rater_id}{self.suffix}"
-            write_label(self.dest / rel, lab, spacing_mm, affine)
+            write_label(safe_join(self.dest, rel), lab, spacing_mm, affine)
             labels[rater_id] = rel
         rec = CaseRecord(
             id=case_id,

@@ -1,6 +1,6 @@
 """Multi-process training through ``torchrun``: process-group set-up and the few collectives the engine needs.
 
-Launch ``torchrun --nproc-per-node N -m labelwise.cli.main train ...`` (or ``python -m torch.distributed.run``);
+Launch ``torchrun --nproc-per-node N -m labelwise.cli train ...`` (or ``python -m torch.distributed.run``);
 the engine reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and uses NCCL on CUDA and gloo on CPU. Without those
 variables everything runs in one process and every function here is a no-op.
 """
