@@ -33,6 +33,10 @@ def test_overrides_parse_yaml_values() -> None:
         ("train.epochs=three", "expected an integer"),
         ("target=vote", "not one of"),
         ("train.lr=-1", "lr must be > 0"),
+        ("train.lr=.inf", "expected a finite number"),
+        ("train.lr=.nan", "expected a finite number"),
+        ("train.weight_decay=-0.1", "weight_decay must be a finite number >= 0"),
+        ("train.warmup_steps=-1", "warmup_steps must be >= 0"),
         ("target=rater", "needs rater"),
         ("novalue", "key=value"),
     ],
@@ -40,6 +44,33 @@ def test_overrides_parse_yaml_values() -> None:
 def test_bad_values_are_config_errors(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config(SupervisedConfig, overrides=[override])
+
+
+def test_train_config_checks_values_built_in_code() -> None:
+    """The dataclass itself refuses NaN/inf (configs built in code skip the YAML conversion)."""
+    from labelwise.engine import TrainConfig
+
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ConfigError, match=r"train\.lr"):
+            TrainConfig(lr=bad)
+    with pytest.raises(ConfigError, match="grad_clip"):
+        TrainConfig(grad_clip=float("nan"))
+
+
+def test_resolve_device_refuses_unusable_devices() -> None:
+    import torch
+
+    from labelwise.engine.config import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(ConfigError, match="GPU"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_roundtrip_through_dict() -> None:

@@ -94,3 +94,23 @@ def test_raster_uint8_round_trip(arr, rgb, suffix) -> None:
     np.testing.assert_array_equal(back.array, image.astype(np.float32))
     np.testing.assert_array_equal(lab.array, arr)
     assert back.spacing_mm == (1.0, 1.0)
+
+
+def test_prediction_parts_of_an_earlier_method_are_removed(tmp_path: Path) -> None:
+    """A prediction without samples must not be read back with the samples an earlier method left behind."""
+    import pytest
+
+    from labelwise.errors import DataError
+    from labelwise.io import Prediction, read_prediction, write_prediction
+
+    probs = np.stack([np.full((4, 5), 0.25, np.float32), np.full((4, 5), 0.75, np.float32)])
+    samples = np.ones((3, 4, 5), np.int16)
+    write_prediction(tmp_path, "c1", Prediction(probs, samples=samples), (1.0, 1.0), np.eye(4))
+    assert read_prediction(tmp_path, "c1", 2).samples is not None
+    write_prediction(tmp_path, "c1", Prediction(probs), (1.0, 1.0), np.eye(4))
+    assert read_prediction(tmp_path, "c1", 2).samples is None
+    with pytest.raises(DataError, match="case id"):
+        write_prediction(tmp_path, "../c1", Prediction(probs), (1.0, 1.0), np.eye(4))
+    write_image(tmp_path / "c1_probs.nii.gz", probs * 2, (1.0, 1.0), np.eye(4))
+    with pytest.raises(DataError, match=r"outside \[0, 1\]"):
+        read_prediction(tmp_path, "c1", 2)

@@ -4,6 +4,10 @@
 ``82-86,90`` (explicit indices and inclusive ranges), ``labelled`` (each case's labelled slices) or
 ``held-out:RUN_DIR`` (each case's labelled slices minus the slices the run trained on, read from the run's
 ``plan.json`` ``train_slices``: the test slices of the k-labelled-slice protocol).
+
+``--out`` may not be, contain or lie inside an input. The results are written to a hidden sibling of ``--out`` and
+swapped in at the end; while that runs, an earlier evaluation in ``--out`` carries an ``INCOMPLETE.txt`` that stays
+if this run fails or is killed, so old results never pass for the latest ones.
 """
 
 from __future__ import annotations
@@ -86,9 +90,12 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from labelwise.errors import ConfigError
+    from labelwise.io import StagedDir, check_output_not_input
     from labelwise.metrics.conventions import CONVENTIONS
     from labelwise.metrics.evaluation import DEFAULT_METRICS, EvaluationConfig, evaluate_folder, write_outputs
 
+    held_out_run = Path(slices.strip()[len(HELD_OUT) :]) if slices and slices.strip().startswith(HELD_OUT) else None
+    check_output_not_input(out, [pred, data, held_out_run])
     if empty not in CONVENTIONS:
         raise ConfigError(f"--empty must be one of {', '.join(CONVENTIONS)}, got {empty!r}")
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) or DEFAULT_METRICS
@@ -113,18 +120,19 @@ def evaluate(
     from labelwise.data import Dataset
 
     n_cases = len(Dataset(data).split_ids(None if split == "all" else split))
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task("", total=n_cases)
+    with StagedDir(out, overwrite=True, marker="summary.json", kind="evaluation", mark_stale=True) as stage:
+        with Progress(*cols, console=console) as bar:
+            task = bar.add_task("", total=n_cases)
 
-        def done(case_id: str, error: str | None) -> None:
-            bar.advance(task)
-            if error:
-                console.print(f"[red]failed[/red] {case_id}: {error}", highlight=False)
+            def done(case_id: str, error: str | None) -> None:
+                bar.advance(task)
+                if error:
+                    console.print(f"[red]failed[/red] {case_id}: {error}", highlight=False)
 
-        result = evaluate_folder(
-            pred, data, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
-        )
-    paths = write_outputs(result, out)
+            result = evaluate_folder(
+                pred, data, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
+            )
+        paths = write_outputs(result, stage.path)
     s = result.summary
     console.print(f"scored {s['n_scored']}/{s['n_cases']} cases; wrote {', '.join(p.name for p in paths)} to {out}")
     if result.failures:

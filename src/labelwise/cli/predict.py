@@ -3,7 +3,8 @@
 Writes one prediction per case through :func:`labelwise.io.write_prediction` in the case's source geometry and
 rewrites ``predictions.json`` after each case. A case that fails is reported and skipped; the command exits
 non-zero at the end if any failed. Incompatible datasets (other channels/classes/dims than the model) are
-rejected before anything is written.
+rejected before anything is written, and so is an ``--out`` that is, contains or lies inside the run or the
+dataset. A run that did not finish (killed, or still training) is used with a warning.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ def predict(
     """Predict the cases of SPLIT with the model in RUN_DIR."""
     from labelwise.data import Dataset
     from labelwise.engine.planner import PLAN_NAME, Plan
-    from labelwise.errors import LabelwiseError
-    from labelwise.io import PredictionIndex, write_prediction
+    from labelwise.errors import DataError, LabelwiseError
+    from labelwise.io import PredictionIndex, check_output_not_input, write_prediction
     from labelwise.methods import load_run
 
+    check_output_not_input(out, [run_dir, data])
+    if out.exists() and not out.is_dir():
+        raise DataError("exists and is not a folder", out)
     ds = Dataset(data)
     plan = Plan.load(Path(run_dir) / PLAN_NAME)
     plan.check_dataset(ds)

@@ -9,6 +9,8 @@ training-free propagation is used; ``--model RUN_DIR`` uses the STCN of a ``prop
 ``--classes 5,1,2`` propagates only those label values (every other value is background), in that order: they
 become classes 1..n for the propagation (argmax ties go to the earlier one) and are written back with their
 original values; ``--probs`` then holds n + 1 channels (background, then the listed values).
+
+``--out`` and ``--probs`` may not be (or lie inside) an input, nor the same file.
 """
 
 from __future__ import annotations
@@ -70,14 +72,28 @@ def propagate(
     """Propagate the annotated slices of SLICE_LABELS through VOLUME and write the filled label map to OUT."""
     import torch
 
-    from labelwise.io import write_image, write_label
+    from labelwise.engine import RunDir
+    from labelwise.engine.config import resolve_device
+    from labelwise.errors import DataError
+    from labelwise.io import check_output_not_input, write_image, write_label
     from labelwise.methods.propagation import load_propagation_model, read_slice_annotations
     from labelwise.methods.propagation import propagate as run_propagation
 
+    inputs = [volume, labels, model]
+    check_output_not_input(out, inputs)
+    if probs is not None:
+        check_output_not_input(probs, [*inputs, out], "--probs")
+    for path in (out, probs):
+        if path is not None and path.is_dir():
+            raise DataError("is a folder; give a file name such as filled.nii.gz", path)
+    torch_device = resolve_device(device) if model is not None else None
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     vol, ann, img = read_slice_annotations(volume, labels, _parse_ints(slices, "--slices"), allow_empty)
     ann, back = _select_classes(ann, _parse_ints(classes, "--classes"))
-    net = load_propagation_model(model, device) if model is not None else None
+    net = None
+    if model is not None:
+        net = load_propagation_model(model, torch_device)
+        RunDir(model).warn_if_unfinished()
     k = None if back is None else len(back)
     result = run_propagation(vol, ann, net, num_classes=k, allow_empty=allow_empty)
     filled = result.labels if back is None else back[result.labels].astype(np.int16)

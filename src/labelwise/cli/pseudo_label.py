@@ -6,7 +6,9 @@ whose agreement gives the certainty: mean per-class IoU of each prediction to th
 ``--chunk`` slices (whole cases without it). Units with certainty >= ``--threshold`` (0.9) are kept, or, with
 ``--scores FILE``, cases whose external score (e.g. a label-quality estimator's predicted Dice) is >= threshold.
 The vote on kept units is written as a new dataset (rater ``pseudo``; DATASET is not modified) with
-``pseudo_report.json`` listing every unit, its score and whether it was kept.
+``pseudo_report.json`` listing every unit, its score and whether it was kept. OUT may not be, contain or lie
+inside an input; it is built in a hidden sibling folder and swapped in when complete, so ``--overwrite`` keeps the
+previous OUT until the new one exists.
 """
 
 from __future__ import annotations
@@ -32,45 +34,54 @@ def pseudo_label(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
 ) -> None:
     """Select pseudo-labels by agreement certainty (or external scores) and write them as a new dataset."""
+    import math
+
     import numpy as np
 
     from labelwise.cli.common import progress
     from labelwise.data import Dataset
-    from labelwise.errors import DataError
-    from labelwise.io import PredictionIndex, read_prediction
+    from labelwise.data.manifest import MANIFEST_NAME
+    from labelwise.errors import ConfigError, DataError
+    from labelwise.io import PredictionIndex, StagedDir, check_output_not_input, read_prediction
     from labelwise.uncertainty import load_quality_scores, write_pseudo_labels
 
+    check_output_not_input(out, [*pred_dirs, data, scores])
+    if not math.isfinite(threshold):
+        raise ConfigError(f"--threshold must be a finite number, got {threshold}")
+    if chunk is not None and chunk < 1:
+        raise ConfigError(f"--chunk must be >= 1, got {chunk}")
     ds = Dataset(data)
-    indexes = [PredictionIndex.load(p) for p in pred_dirs]
-    names = indexes[0].class_names
-    for p, ix in zip(pred_dirs, indexes, strict=True):
-        if ix.class_names != names:
-            raise DataError(f"class names {list(ix.class_names)} differ from {pred_dirs[0]}'s {list(names)}", p)
-    common = [c for c in indexes[0].cases if all(c in ix.cases for ix in indexes[1:])]
-    if not common:
-        raise DataError("no case is present in every prediction folder", pred_dirs[0])
-    preds: dict[str, list[np.ndarray]] = {}
-    for case_id in progress(common, "reading predictions"):
-        maps = []
-        for p in pred_dirs:
-            pr = read_prediction(p, case_id, ds.spatial_dims)
-            assert pr.label is not None
-            maps.append(pr.label)
-            if samples and pr.samples is not None:
-                maps.extend(list(pr.samples))
-        preds[case_id] = maps
-    ext = load_quality_scores(scores) if scores is not None else None
-    report = write_pseudo_labels(
-        ds,
-        preds,
-        out,
-        names,
-        threshold=threshold,
-        chunk_size=chunk,
-        scores=ext,
-        skip_labelled=skip_labelled,
-        overwrite=overwrite,
-    )
+    with StagedDir(out, overwrite=overwrite, marker=MANIFEST_NAME, kind="dataset") as stage:
+        indexes = [PredictionIndex.load(p) for p in pred_dirs]
+        names = indexes[0].class_names
+        for p, ix in zip(pred_dirs, indexes, strict=True):
+            if ix.class_names != names:
+                problem = f"class names {list(ix.class_names)} differ from {pred_dirs[0]}'s {list(names)}"
+                raise DataError(problem, p)
+        common = [c for c in indexes[0].cases if all(c in ix.cases for ix in indexes[1:])]
+        if not common:
+            raise DataError("no case is present in every prediction folder", pred_dirs[0])
+        preds: dict[str, list[np.ndarray]] = {}
+        for case_id in progress(common, "reading predictions"):
+            maps = []
+            for p in pred_dirs:
+                pr = read_prediction(p, case_id, ds.spatial_dims)
+                assert pr.label is not None
+                maps.append(pr.label)
+                if samples and pr.samples is not None:
+                    maps.extend(list(pr.samples))
+            preds[case_id] = maps
+        ext = load_quality_scores(scores) if scores is not None else None
+        report = write_pseudo_labels(
+            ds,
+            preds,
+            stage.path,
+            names,
+            threshold=threshold,
+            chunk_size=chunk,
+            scores=ext,
+            skip_labelled=skip_labelled,
+        )
     typer.echo(
         f"kept {report.kept_units}/{len(report.decisions)} unit(s) ({report.signal} >= {threshold}); "
         f"wrote {len(report.cases_written)} case(s) -> {out}"

@@ -1,4 +1,8 @@
-"""``labelwise qa``: rank a dataset's masks by the Dice a trained Quality Sentinel predicts for them."""
+"""``labelwise qa``: rank a dataset's masks by the Dice a trained Quality Sentinel predicts for them.
+
+``--out`` may not be, contain or lie inside an input; the tables are written to a hidden sibling and swapped in at
+the end (an earlier result in ``--out`` carries ``INCOMPLETE.txt`` until then, and keeps it if this run fails).
+"""
 
 from __future__ import annotations
 
@@ -31,30 +35,33 @@ def qa(
 
     from labelwise.cli.common import progress
     from labelwise.errors import ConfigError
+    from labelwise.io import StagedDir, check_output_not_input
     from labelwise.quality import run_qa, write_qa
 
+    check_output_not_input(out, [model, data, masks])
     chosen = [n for n, on in (("--masks", masks is not None), ("--raters", raters), ("--perturb", perturb > 0)) if on]
     if len(chosen) != 1:
         raise ConfigError(f"give exactly one of --masks PRED_DIR, --raters or --perturb N (got {chosen or 'none'})")
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, torch.get_num_threads()))
     mode = "masks" if masks is not None else ("raters" if raters else "perturb")
-    result = run_qa(
-        model,
-        data,
-        mode,  # type: ignore[arg-type]
-        masks=masks,
-        split=None if split == "all" else split,
-        reference=reference,
-        structures=[s.strip() for s in structures.split(",") if s.strip()] or None,
-        heldout_only=heldout,
-        baselines=baselines,
-        perturbations=perturb,
-        seed=seed,
-        device=device,
-        track=progress,
-    )
-    paths = write_qa(result, out)
+    with StagedDir(out, overwrite=True, marker="quality.csv", kind="quality table", mark_stale=True) as stage:
+        result = run_qa(
+            model,
+            data,
+            mode,  # type: ignore[arg-type]
+            masks=masks,
+            split=None if split == "all" else split,
+            reference=reference,
+            structures=[s.strip() for s in structures.split(",") if s.strip()] or None,
+            heldout_only=heldout,
+            baselines=baselines,
+            perturbations=perturb,
+            seed=seed,
+            device=device,
+            track=progress,
+        )
+        paths = [out / p.name for p in write_qa(result, stage.path)]
     typer.echo(f"scored {len(result.rows)} masks; wrote {', '.join(p.name for p in paths)} to {out}")
     if result.evaluation is not None:
         s = result.evaluation["structure"]["sentinel"]

@@ -4,7 +4,8 @@ Unlike :class:`~labelwise.data.Dataset`, which stops at the first bad file, :fun
 manifest leniently and then every file, collecting all problems with the file (or manifest) and case they
 concern:
 
-* manifest: not JSON, wrong format/version, missing fields, duplicate case ids, unknown split names, raters not
+* manifest: not JSON, wrong format/version, missing fields, duplicate case ids, case or rater ids that are not
+  safe ids (:func:`labelwise.io.paths.id_problem`: they become file names), unknown split names, raters not
   declared in ``rater_ids``, image-level labels not declared in ``image_label_names``, paths that are absolute,
   use ``..`` or resolve (through links) outside the folder;
 * images: missing, unreadable (corrupt, truncated, wrong extension), wrong number of axes or channels, NaN/inf
@@ -28,7 +29,7 @@ import numpy as np
 
 from labelwise.data.manifest import MANIFEST_NAME, MANIFEST_VERSION, SPLITS
 from labelwise.errors import DataError
-from labelwise.io import read_image, read_label
+from labelwise.io import id_problem, read_image, read_label
 
 __all__ = ["CheckReport", "Problem", "check_dataset"]
 
@@ -134,6 +135,9 @@ def _load_manifest(col: _Collector) -> tuple[dict[str, Any], list[_Entry]] | Non
         col.add(path, None, "class_names needs background and at least one class")
         return None
     rater_ids = data.get("rater_ids", [])
+    if not isinstance(rater_ids, list) or not all(isinstance(r, str) for r in rater_ids):
+        col.add(path, None, f"rater_ids must be a list of strings, got {rater_ids!r}")
+        return None
     if len(set(rater_ids)) != len(rater_ids):
         col.add(path, None, "rater_ids has duplicates")
     if not isinstance(data["cases"], list):
@@ -161,8 +165,13 @@ def _check_structure(col: _Collector, data: dict[str, Any], entries: list[_Entry
         if count > 1:
             col.add(col.manifest, cid, f"duplicate case id (appears {count} times)")
     raters = set(data.get("rater_ids", []))
+    for r in data.get("rater_ids", []):
+        if (bad := id_problem(r, "rater id")) is not None:
+            col.add(col.manifest, None, bad)
     label_names = set(data.get("image_label_names", []))
     for e in entries:
+        if (bad := id_problem(e.id)) is not None:
+            col.add(col.manifest, e.id, bad)
         if e.split is not None and e.split not in SPLITS:
             col.add(col.manifest, e.id, f"split {e.split!r} is not one of {SPLITS}")
         unknown = sorted(set(e.labels) - raters)

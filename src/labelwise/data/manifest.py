@@ -14,6 +14,10 @@ Manifest fields (version 1)::
      "cases": [{"id": str, "image": path, "labels": {rater_id: path}, "image_labels": {name: int},
                 "split": "train" | "val" | "test" | null, "labelled_slices": [int, ...] | null}],
      "description": str, "source": str}
+
+Case and rater ids become file names and appear in reports, so both must be safe ids
+(:func:`labelwise.io.paths.id_problem`: ``[A-Za-z0-9][A-Za-z0-9._-]*`` without ``..``); a manifest with any
+other id is refused when loaded and reported by ``labelwise data check``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from labelwise.errors import DataError
+from labelwise.io.paths import id_problem
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "SPLITS", "CaseRecord", "Manifest", "read_manifest"]
 
@@ -122,8 +127,11 @@ class Manifest:
             problems.append("class_names needs background and at least one class")
         if len(set(self.rater_ids)) != len(self.rater_ids):
             problems.append("rater_ids has duplicates")
+        problems += [p for r in self.rater_ids if (p := id_problem(r, "rater id")) is not None]
         seen: set[str] = set()
         for c in self.cases:
+            if (bad := id_problem(c.id)) is not None:
+                problems.append(bad)
             if c.id in seen:
                 problems.append(f"duplicate case id {c.id!r}")
             seen.add(c.id)

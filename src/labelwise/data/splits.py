@@ -208,7 +208,9 @@ def write_fold_dataset(
     """Write a new dataset version of ``source`` whose splits are fold ``fold`` of :func:`kfold_splits`.
 
     Image and label files are hard-linked (copied where linking fails); the manifest is the source's with the
-    new splits, written last. The source is never modified.
+    new splits, written last. The source is never modified: ``dest`` may not be, contain or lie inside it, and
+    the new dataset is built beside ``dest`` and swapped in when complete (:class:`labelwise.io.StagedDir`), so
+    ``overwrite`` keeps the old dataset until the new one exists.
 
     Args:
         source: Dataset folder.
@@ -224,21 +226,17 @@ def write_fold_dataset(
         Number of cases per split.
 
     Raises:
-        DataError: ``stratify`` missing on some case, or ``dest`` already holds a dataset.
+        DataError: ``stratify`` missing on some case, ``dest`` overlapping the source, or ``dest`` already holds
+            a dataset (without ``overwrite``) or other files.
 
     """
     from labelwise.data.dataset import Dataset
     from labelwise.data.manifest import MANIFEST_NAME
-    from labelwise.io import write_json_atomic
+    from labelwise.io import StagedDir, check_output_not_input, safe_join, write_json_atomic
 
     ds = Dataset(source)
     dest = Path(dest)
-    if dest.resolve() == ds.root.resolve():
-        raise DataError("the fold dataset must go to a new folder", dest)
-    if (dest / MANIFEST_NAME).exists():
-        if not overwrite:
-            raise DataError("a dataset already exists here (pass --overwrite to replace it)", dest)
-        (dest / MANIFEST_NAME).unlink()
+    check_output_not_input(dest, [ds.root], "--out")
     ids = ds.ids
     strata = None
     if stratify is not None:
@@ -249,16 +247,6 @@ def write_fold_dataset(
             )
         strata = {i: ds.record(i).image_labels[stratify] for i in ids}
     splits = kfold_splits(ids, folds, fold, seed=seed, strata=strata, val_fraction=val_fraction)
-    for rec in ds.manifest.cases:
-        for rel in [rec.image, *rec.labels.values()]:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                target.unlink()
-            try:
-                os.link(ds.resolve(rel), target)
-            except OSError:
-                shutil.copy2(ds.resolve(rel), target)
     how = f"stratified by {stratify}" if stratify else "not stratified"
     manifest = replace(
         ds.manifest,
@@ -268,5 +256,14 @@ def write_fold_dataset(
         source=str(ds.root),
     )
     manifest.validate(dest / MANIFEST_NAME)
-    write_json_atomic(dest / MANIFEST_NAME, manifest.to_json())
+    with StagedDir(dest, overwrite=overwrite, marker=MANIFEST_NAME, kind="dataset") as stage:
+        for rec in ds.manifest.cases:
+            for rel in [rec.image, *rec.labels.values()]:
+                target = safe_join(stage.path, rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(ds.resolve(rel), target)
+                except OSError:
+                    shutil.copy2(ds.resolve(rel), target)
+        write_json_atomic(stage.path / MANIFEST_NAME, manifest.to_json())
     return {k: sum(v == k for v in splits.values()) for k in SPLITS}

@@ -2,7 +2,9 @@
 
 Merge order (later wins): dataclass defaults < ``preset`` < YAML file < ``--set`` overrides. Nested dataclasses
 are addressed with dotted keys (``--set train.epochs=5``); values are parsed as YAML scalars/lists
-(``--set model.kwargs.channels=[8,16,32]``). Unknown keys and wrong types raise :class:`ConfigError`.
+(``--set model.kwargs.channels=[8,16,32]``). Unknown keys and wrong types raise :class:`ConfigError`, and so
+does any float field of any config that is NaN or infinite (``--set train.lr=.inf``): configs are checked before
+a run folder is created.
 
 Example:
     >>> cfg = load_config(TrainConfig, overrides=["epochs=3", "lr=0.01"])
@@ -14,16 +16,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
 from labelwise.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "TrainConfig",
@@ -32,6 +38,7 @@ __all__ = [
     "deep_merge",
     "load_config",
     "parse_overrides",
+    "resolve_device",
 ]
 
 C = TypeVar("C")
@@ -60,6 +67,8 @@ class TrainConfig:
         seed: Seed for weights, data order and augmentation.
         grad_clip: Clip gradient norm to this value (0: off).
         progress: Show a rich progress bar.
+        time_budget_s: Wall-clock budget of this stage in seconds (0: train the full schedule). The step count
+            that fits is measured and fixed once, on the first start (see :mod:`labelwise.engine.budget`).
 
     """
 
@@ -81,13 +90,21 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float = 0.0
     progress: bool = True
+    time_budget_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps_per_epoch", "batch_size", "grad_accum", "val_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        for name in ("warmup_steps", "patience", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be > 0 and finite, got {self.lr}")
+        for name in ("weight_decay", "grad_clip", "time_budget_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"train.{name} must be a finite number >= 0, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------- conversions
@@ -100,14 +117,16 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, key)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+        if len(errors) == 1:  # Optional[X]: X's own message says more
+            raise errors[0]
         raise ConfigError(f"{key}: {value!r} matches none of {tp}")
     if origin is Literal:
         if value not in args:
@@ -146,6 +165,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -267,3 +288,38 @@ def _has_defaults(cls: type) -> bool:
         for f in fields(cls)
         if f.init
     )
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Turn a ``--device`` option into a usable torch device, or raise :class:`ConfigError` saying why not.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a ``torch.device``, or None for the default
+            (this rank's GPU if CUDA is available, else the CPU).
+
+    Raises:
+        ConfigError: an unknown device string, CUDA/MPS asked for where this torch cannot use it, or a GPU index
+            beyond the GPUs present.
+
+    """
+    import torch
+
+    if device is None:
+        from labelwise.engine.trainer import default_device
+
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"--device {device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available to this torch build; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: only {count} GPU(s) present (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {device}: unsupported device type {dev.type!r} (use cpu, cuda or mps)")
+    return dev

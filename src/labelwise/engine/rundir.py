@@ -13,12 +13,20 @@ Layout::
 
 Multi-stage methods keep one such folder per stage under the run dir (``stage1/``, ``stage2/``) next to the
 top-level config/plan/meta.
+
+``meta.json`` ``status`` is ``"running"`` from the moment the folder is created until the method has written its
+final weights (``"finished"``); :meth:`RunDir.warn_if_unfinished` tells whoever loads weights from a run that was
+killed or is still training. A folder that holds no trained state yet (no ``*.safetensors``, e.g. a run that
+stopped on a bad option before its first checkpoint) is started again by :meth:`RunDir.prepare` instead of
+blocking the corrected command.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +36,15 @@ from labelwise.data import Dataset
 from labelwise.errors import ConfigError, DataError
 from labelwise.io.atomic import write_json_atomic, write_text_atomic
 
-__all__ = ["CONFIG_NAME", "META_NAME", "WEIGHTS_NAME", "RunDir", "data_fingerprint"]
+__all__ = ["CONFIG_NAME", "FINISHED", "META_NAME", "WEIGHTS_NAME", "RunDir", "data_fingerprint"]
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 META_NAME = "meta.json"
 WEIGHTS_NAME = "weights.safetensors"
+FINISHED = "finished"
+"""``meta.json`` status of a run whose final weights are written."""
 # Config keys that may change between a run and its resume without changing the result.
 _RESUME_SAFE = {"progress", "num_workers"}
 
@@ -101,6 +113,39 @@ class RunDir:
         except json.JSONDecodeError as exc:
             raise DataError(f"malformed meta.json ({exc})", self.meta_path) from None
 
+    @property
+    def status(self) -> str | None:
+        """``meta.json`` ``status``: ``"running"`` or ``"finished"`` (None without a meta.json)."""
+        status = self.read_meta().get("status")
+        return None if status is None else str(status)
+
+    def warn_if_unfinished(self) -> bool:
+        """Log a warning when the run did not finish (killed, failed or still training); True if finished."""
+        status = self.status
+        if status == FINISHED:
+            return True
+        epoch = self.read_meta().get("best_epoch")
+        logger.warning(
+            "%s: training did not finish (meta.json status %r): the weights are %s, not the final ones",
+            self.path,
+            status,
+            f"from epoch {epoch}" if epoch is not None else "the last ones saved before it stopped",
+        )
+        return False
+
+    def has_trained_state(self) -> bool:
+        """True when the folder holds weights or a checkpoint (``*.safetensors``, any stage)."""
+        return self.path.is_dir() and any(self.path.rglob("*.safetensors"))
+
+    def _remove_untrained(self) -> None:
+        """Remove what :meth:`prepare` and the methods write before the first checkpoint."""
+        from labelwise.engine.planner import PLAN_NAME
+
+        for name in (CONFIG_NAME, META_NAME, PLAN_NAME):
+            (self.path / name).unlink(missing_ok=True)
+        for logs in self.path.glob("**/logs"):
+            shutil.rmtree(logs, ignore_errors=True)
+
     def write_meta(self, **fields: Any) -> None:
         """Merge ``fields`` into ``meta.json`` (atomic)."""
         meta = self.read_meta()
@@ -114,8 +159,9 @@ class RunDir:
             True if the folder already held this run (resume), False if it was created.
 
         Raises:
-            ConfigError: the folder holds another method/config, or was trained on other data; nothing is
-                written in that case.
+            ConfigError: the folder holds trained state of another method/config, or was trained on other data;
+                nothing is written in that case. (A folder of another config without trained state is started
+                again, with a warning.)
 
         Under DDP only rank 0 checks and writes; the other ranks wait for it.
 
@@ -133,19 +179,26 @@ class RunDir:
         fp = data_fingerprint(dataset)
         if self.config_path.exists():
             old_method, old_cfg = self.read_config()
+            problem = None
             if old_method != method or _strip(old_cfg) != _strip(config):
                 diff = sorted(k for k in set(old_cfg) | set(config) if _strip(old_cfg.get(k)) != _strip(config.get(k)))
-                raise ConfigError(
+                problem = (
                     f"{self.path} holds a {old_method!r} run with a different config "
                     f"(differs in {diff or ['method']}); use a new --out folder"
                 )
-            old_fp = self.read_meta().get("data_fingerprint")
-            if old_fp is not None and old_fp != fp:
-                raise ConfigError(
-                    f"{self.path} was trained on different data (fingerprint {old_fp} != {fp}); use a new --out"
-                )
-            return True
-        if self.path.exists() and any(self.path.iterdir()):
+            else:
+                old_fp = self.read_meta().get("data_fingerprint")
+                if old_fp is not None and old_fp != fp:
+                    problem = (
+                        f"{self.path} was trained on different data (fingerprint {old_fp} != {fp}); use a new --out"
+                    )
+            if problem is None:
+                return True
+            if self.has_trained_state():
+                raise ConfigError(problem)
+            logger.warning("%s; it holds no trained weights yet, so the run is started again", problem.split(";")[0])
+            self._remove_untrained()
+        elif self.path.exists() and any(self.path.iterdir()):
             raise ConfigError(f"{self.path} exists and is not a labelwise run directory; use a new --out folder")
         from labelwise import __version__
 

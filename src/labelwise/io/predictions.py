@@ -27,11 +27,14 @@ import numpy as np
 from labelwise.errors import DataError
 from labelwise.io.atomic import write_json_atomic
 from labelwise.io.image import read_image, read_label, write_image, write_label
+from labelwise.io.paths import id_problem, safe_join
 
 __all__ = ["PREDICTIONS_NAME", "Prediction", "PredictionIndex", "read_prediction", "write_prediction"]
 
 PREDICTIONS_NAME = "predictions.json"
 _PARTS = ("probs", "samples", "raters", "uncertainty")
+PROB_TOLERANCE = 1e-3
+"""Probabilities may exceed [0, 1] by this much (float rounding of softmax outputs) before they are refused."""
 
 
 @dataclass
@@ -96,9 +99,14 @@ class PredictionIndex:
             raise DataError(f"no {PREDICTIONS_NAME}: not a labelwise prediction folder", Path(folder))
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            return cls(d["method"], tuple(d["class_names"]), tuple(d.get("rater_ids", [])), list(d["cases"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            index = cls(d["method"], tuple(d["class_names"]), tuple(d.get("rater_ids", [])), list(d["cases"]))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise DataError(f"malformed prediction index ({exc})", path) from None
+        problems = [p for c in index.cases if (p := id_problem(c)) is not None]
+        problems += [p for r in index.rater_ids if (p := id_problem(r, "rater id")) is not None]
+        if problems:
+            raise DataError("; ".join(problems[:5]), path)
+        return index
 
 
 def write_prediction(
@@ -108,36 +116,41 @@ def write_prediction(
     spacing_mm: tuple[float, ...],
     affine: np.ndarray,
 ) -> list[Path]:
-    """Write one case's prediction files atomically in the source geometry; returns the paths written."""
+    """Write one case's prediction files atomically in the source geometry; returns the paths written.
+
+    Optional parts the prediction does not have (e.g. ``<case>_samples.nii.gz`` left by an earlier method in the
+    same folder) are removed, so a reader never mixes two predictions. ``case_id`` must be a valid id
+    (:func:`labelwise.io.paths.id_problem`); the files never leave ``folder``.
+    """
     folder = Path(folder)
     assert prediction.label is not None
-    written = [write_label(folder / f"{case_id}.nii.gz", prediction.label, spacing_mm, affine)]
-    written.append(
-        write_image(folder / f"{case_id}_probs.nii.gz", prediction.probs.astype(np.float32), spacing_mm, affine)
-    )
-    if prediction.samples is not None:
-        written.append(
-            write_image(
-                folder / f"{case_id}_samples.nii.gz",
-                prediction.samples.astype(np.float32),
-                spacing_mm,
-                affine,
-            )
-        )
-    if prediction.raters is not None:
-        written.append(
-            write_image(folder / f"{case_id}_raters.nii.gz", prediction.raters.astype(np.float32), spacing_mm, affine)
-        )
-    if prediction.uncertainty is not None:
-        written.append(
-            write_image(
-                folder / f"{case_id}_uncertainty.nii.gz",
-                prediction.uncertainty[None].astype(np.float32),
-                spacing_mm,
-                affine,
-            )
-        )
+    if (problem := id_problem(case_id)) is not None:
+        raise DataError(problem, folder)
+    written = [write_label(safe_join(folder, f"{case_id}.nii.gz"), prediction.label, spacing_mm, affine)]
+    parts: dict[str, np.ndarray | None] = {
+        "probs": prediction.probs,
+        "samples": prediction.samples,
+        "raters": prediction.raters,
+        "uncertainty": None if prediction.uncertainty is None else prediction.uncertainty[None],
+    }
+    for part, arr in parts.items():
+        path = safe_join(folder, f"{case_id}_{part}.nii.gz")
+        if arr is None:
+            path.unlink(missing_ok=True)
+        else:
+            written.append(write_image(path, np.asarray(arr).astype(np.float32), spacing_mm, affine))
     return written
+
+
+def _check_probabilities(probs: np.ndarray, path: Path) -> None:
+    """Refuse class probabilities that are NaN/inf or outside [0, 1] (beyond :data:`PROB_TOLERANCE`)."""
+    if not probs.size:
+        return
+    if not np.isfinite(probs).all():
+        raise DataError("class probabilities hold NaN or infinite values", path)
+    lo, hi = float(probs.min()), float(probs.max())
+    if lo < -PROB_TOLERANCE or hi > 1 + PROB_TOLERANCE:
+        raise DataError(f"class probabilities span {lo:.4g}..{hi:.4g}, outside [0, 1]", path)
 
 
 def _to_int(a: np.ndarray | None) -> np.ndarray | None:
@@ -151,14 +164,18 @@ def read_prediction(folder: str | Path, case_id: str, spatial_dims: int) -> Pred
     ``probs`` becomes the one-hot encoding of the label map.
     """
     folder = Path(folder)
-    label = read_label(folder / f"{case_id}.nii.gz", spatial_dims).array
+    if (problem := id_problem(case_id)) is not None:
+        raise DataError(problem, folder)
+    label = read_label(safe_join(folder, f"{case_id}.nii.gz"), spatial_dims).array
     parts: dict[str, np.ndarray] = {}
     for part in _PARTS:
-        path = folder / f"{case_id}_{part}.nii.gz"
+        path = safe_join(folder, f"{case_id}_{part}.nii.gz")
         if path.exists():
             arr = read_image(path, spatial_dims).array
             if arr.shape[1:] != label.shape:
                 raise DataError(f"shape {arr.shape[1:]} differs from the label map's {label.shape}", path)
+            if part == "probs":
+                _check_probabilities(arr, path)
             parts[part] = arr
     if "probs" in parts:
         probs = parts["probs"]

@@ -14,6 +14,10 @@ Output layout (``DEST``)::
       reliability_cases.csv         # the same per case and rater
       fusion.json                   # method, tie policy, source, case counts, failures
 
+DEST may not be, contain or lie inside the source. It is built in a hidden sibling folder and swapped in when
+complete (:class:`labelwise.io.StagedDir`), so ``overwrite`` keeps the previous DEST until the new one exists and
+a run that fails early leaves nothing behind.
+
 Unlabelled cases (no rater) are copied without a label, so semi-supervised methods still see them. Missing
 raters are left out of a case's fusion. For partially labelled volumes (``labelled_slices``) the whole volume is
 fused (the slice list is kept in the manifest) but reliability is computed on the labelled slices only.
@@ -27,7 +31,6 @@ import csv
 import io
 import logging
 import math
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +41,15 @@ from numpy.typing import NDArray
 
 from labelwise.data import Dataset, DatasetWriter
 from labelwise.errors import DataError
-from labelwise.io import write_image, write_json_atomic, write_label, write_text_atomic
+from labelwise.io import (
+    StagedDir,
+    check_output_not_input,
+    safe_join,
+    write_image,
+    write_json_atomic,
+    write_label,
+    write_text_atomic,
+)
 from labelwise.labels.fusion import TiePolicy, fuse, staple
 
 __all__ = ["FUSED_RATER", "FuseReport", "fuse_dataset", "multiclass_dice"]
@@ -111,7 +122,8 @@ def fuse_dataset(
         left out; the other cases are still written and the manifest lists them.
 
     Raises:
-        DataError: unreadable source manifest, or ``dest`` already a dataset without ``overwrite``.
+        DataError: unreadable source manifest, ``dest`` overlapping the source, ``dest`` already a dataset
+            without ``overwrite`` (or a folder of other files). ``dest`` is unchanged when this is raised.
         ConfigError: unknown method or tie policy.
 
     """
@@ -121,11 +133,23 @@ def fuse_dataset(
     if tie == "undecided":
         raise DataError("fused label maps cannot hold an undecided value; use tie 'lowest' or 'highest'")
     ds = Dataset(source)
-    out = Path(dest)
+    check_output_not_input(dest, [ds.root], "--out")
+    with StagedDir(dest, overwrite=overwrite, marker="dataset.json", kind="dataset") as stage:
+        report = _fuse_into(ds, stage.path, method, tie, on_case, case_ids)
+    report.dest = Path(dest)
+    return report
+
+
+def _fuse_into(
+    ds: Dataset,
+    out: Path,
+    method: str,
+    tie: TiePolicy,
+    on_case: Callable[[str], None] | None,
+    case_ids: Iterable[str] | None,
+) -> FuseReport:
+    """Write the fused dataset into the empty folder ``out`` (see :func:`fuse_dataset`)."""
     k = len(ds.class_names)
-    if overwrite and (out / "dataset.json").is_file():
-        for sub in ("probabilities", "undecided"):
-            shutil.rmtree(out / sub, ignore_errors=True)
     writer = DatasetWriter(
         out,
         name=f"{ds.name}-{method}",
@@ -134,8 +158,7 @@ def fuse_dataset(
         rater_ids=(FUSED_RATER,),
         image_label_names=ds.manifest.image_label_names,
         description=f"{method} fusion (tie: {tie}) of the raters of {ds.name}. {ds.manifest.description}".strip(),
-        source=f"labelwise fuse {method} from {Path(source).resolve()}",
-        overwrite=overwrite,
+        source=f"labelwise fuse {method} from {ds.root.resolve()}",
     )
     report = FuseReport(dest=out)
     per_case: list[dict[str, Any]] = []
@@ -164,8 +187,8 @@ def fuse_dataset(
             st = staple(valid, present, num_classes=k, tie=tie)
             sp, aff = case.spacing_mm, case.affine
             if result.probabilities is not None:
-                write_image(out / "probabilities" / f"{cid}.nii.gz", result.probabilities, sp, aff)
-            write_label(out / "undecided" / f"{cid}.nii.gz", result.undecided.astype(np.uint8), sp, aff)
+                write_image(safe_join(out, "probabilities", f"{cid}.nii.gz"), result.probabilities, sp, aff)
+            write_label(safe_join(out, "undecided", f"{cid}.nii.gz"), result.undecided.astype(np.uint8), sp, aff)
             writer.add_case(
                 cid,
                 case.image,
@@ -219,7 +242,7 @@ def fuse_dataset(
         {
             "method": method,
             "tie": tie,
-            "source": str(Path(source).resolve()),
+            "source": str(ds.root.resolve()),
             "fused": len(report.fused),
             "unlabelled": len(report.unlabelled),
             "failures": report.failures,

@@ -46,7 +46,7 @@ import torch
 
 from labelwise.data import Case, Dataset
 from labelwise.engine.checkpoint import load_weights
-from labelwise.engine.config import config_from_dict, config_to_dict, load_config
+from labelwise.engine.config import config_from_dict, config_to_dict, load_config, resolve_device
 from labelwise.engine.planner import PLAN_NAME, Plan
 from labelwise.engine.rundir import RunDir
 from labelwise.engine.trainer import default_device
@@ -203,12 +203,23 @@ def train(
 
 
 def load_run(run_dir: str | Path, device: torch.device | str | None = None) -> tuple[type[Method], Any, Predictor]:
-    """Rebuild a trained run: ``(method class, config, predictor)``."""
+    """Rebuild a trained run: ``(method class, config, predictor)``.
+
+    A run that did not finish (``meta.json`` status not ``"finished"``: killed, failed or still training) is
+    loaded with its last saved weights and a warning saying so.
+
+    Raises:
+        ConfigError: ``device`` is not usable here (e.g. ``cuda`` on a CPU-only torch), unknown method.
+        DataError: not a run directory.
+
+    """
     rd = RunDir(run_dir)
     name, cfg_map = rd.read_config()
     method = get_method(name)
     cfg: Any = config_from_dict(method.Config, cfg_map)
-    return method, cfg, method.load_predictor(run_dir, device)
+    dev = resolve_device(device)
+    rd.warn_if_unfinished()
+    return method, cfg, method.load_predictor(run_dir, dev)
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,23 @@ References (also in ``docs/metrics.md``):
 * A prediction with a class subset (``predictions.json`` ``class_names``, e.g. a model trained with ``classes``)
   is scored on its own classes, matched to the dataset's by name; the other dataset classes count as background.
 
-The runner is a library function (:func:`evaluate_folder`); ``labelwise evaluate`` is a thin CLI around it.
+The runner is a library function (:func:`evaluate_folder`); ``labelwise evaluate`` is a thin CLI around it. Its
+worker processes die with it: they are terminated when the runner is interrupted, and each one exits by itself
+when the parent process is gone (killed), so no orphan keeps its memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import math
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -584,6 +592,42 @@ def summarise(rows: Sequence[dict[str, Any]], *, n_bootstrap: int = 1000, seed: 
     return out
 
 
+def _worker_init(parent_pid: int) -> None:
+    """Tie a worker process to its parent: it exits when the parent is gone and leaves Ctrl-C to the parent.
+
+    Linux: ``PR_SET_PDEATHSIG`` kills the worker with the parent. Everywhere (and as a fallback): a daemon thread
+    polls the parent pid twice a second.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="labelwise-parent-watch", daemon=True).start()
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel pending cases and terminate the worker processes now (not after their current case)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # stdlib has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+
+
 def evaluate_folder(
     pred_dir: str | Path,
     data: str | Path,
@@ -653,7 +697,8 @@ def evaluate_folder(
             if on_case_done:
                 on_case_done(cid, results[cid].error)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
+        try:
             futs = {pool.submit(evaluate_case, *args, cid, cfg, index.rater_ids, names): cid for cid in todo}
             for fut in as_completed(futs):
                 cid = futs[fut]
@@ -663,6 +708,10 @@ def evaluate_folder(
                     results[cid] = CaseResult(cid, error=f"worker failed: {type(exc).__name__}: {exc}")
                 if on_case_done:
                     on_case_done(cid, results[cid].error)
+        except BaseException:  # Ctrl-C, or an error in on_case_done: no worker may outlive this call
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     rows = [row for cid in ids for row in results[cid].rows]
     failures = {cid: r.error for cid, r in results.items() if r.error is not None}
     summary = {

@@ -36,7 +36,7 @@ import numpy as np
 from labelwise.data import Case, Dataset
 from labelwise.errors import ConfigError, DataError
 
-__all__ = ["QAResult", "QARow", "run_qa", "write_qa"]
+__all__ = ["QAResult", "QARow", "read_quality_csv", "run_qa", "write_qa"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ def run_qa(
 
     """
     from labelwise.engine import RunDir
+    from labelwise.engine.config import resolve_device
     from labelwise.methods.sentinel import (
         SentinelPredictor,
         _take,
@@ -162,6 +163,14 @@ def run_qa(
         structure_names,
     )
 
+    rd = RunDir(model)
+    method_name, _ = rd.read_config()
+    if method_name != "sentinel":
+        raise ConfigError(
+            f"{model}: this run is a {method_name!r} model, not a sentinel model (train one with "
+            "`labelwise train sentinel`)"
+        )
+    torch_device = resolve_device(device)
     ds = data if isinstance(data, Dataset) else Dataset(data)
     if mode == "masks" and masks is None:
         raise ConfigError("mode 'masks' needs a prediction folder (--masks)")
@@ -174,8 +183,9 @@ def run_qa(
     masks_path = Path(masks) if masks is not None else None
     if masks_path is not None and not masks_path.is_dir():
         raise DataError("prediction folder not found", masks_path)
-    predictor = SentinelPredictor(model, device)
-    held = RunDir(model).read_meta().get("heldout_slices", {}) if heldout_only else {}
+    rd.warn_if_unfinished()
+    predictor = SentinelPredictor(model, torch_device)
+    held = rd.read_meta().get("heldout_slices", {}) if heldout_only else {}
     if heldout_only and not held:
         raise ConfigError(f"{model}: the run held no slices out (train with slice_holdout > 0)")
     if baselines and predictor.segmenter is None:
@@ -321,6 +331,55 @@ def _evaluate(rows: Sequence[QARow]) -> dict[str, Any]:
             out["slice"][b] = _report([v for r in scored if r.slice_baselines for v in r.slice_baselines[b]], st_true)
     out["empty_candidates"] = sum(r.empty for r in rows)
     out["true_dice_mean"] = float(np.mean(true)) if true else float("nan")
+    return out
+
+
+def read_quality_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Read a ``quality.csv`` (or ``review_queue.csv``) written by :func:`write_qa`, checking it on the way.
+
+    Args:
+        path: The CSV file.
+
+    Returns:
+        One dict per row (every column as text, except ``predicted_dice`` and ``true_dice`` as floats; an empty
+        ``true_dice`` is None), in file order.
+
+    Raises:
+        DataError: unreadable file, no ``case`` or ``predicted_dice`` column, a row of the wrong length, or a
+            score that is not a number in [0, 1] (the message names the line).
+
+    """
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            fields = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read the quality table ({exc})", p) from None
+    missing = [c for c in ("case", "predicted_dice") if c not in fields]
+    if missing:
+        raise DataError(f"quality table needs columns 'case' and 'predicted_dice' (missing {missing})", p)
+    out: list[dict[str, Any]] = []
+    for n, row in enumerate(rows, start=2):
+        if None in row or any(v is None for v in row.values()):
+            raise DataError(f"line {n}: the row has a different number of cells than the header", p)
+        parsed: dict[str, Any] = dict(row)
+        for col in ("predicted_dice", "true_dice"):
+            if col not in row:
+                continue
+            text = row[col].strip()
+            if col == "true_dice" and not text:
+                parsed[col] = None
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                raise DataError(f"line {n}: {col} {text!r} is not a number", p) from None
+            if not (np.isnan(value) or 0.0 <= value <= 1.0):
+                raise DataError(f"line {n}: {col} {value} is outside [0, 1]", p)
+            parsed[col] = value
+        out.append(parsed)
     return out
 
 

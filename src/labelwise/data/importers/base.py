@@ -3,16 +3,18 @@
 An importer is a function ``(src, dest, options, track) -> Manifest`` registered under a format name with
 ``@importers.register("name")``. It reads a public layout at ``src`` and writes a labelwise dataset folder at
 ``dest`` through :class:`~labelwise.data.DatasetWriter` (the manifest is written last).
-:func:`import_dataset` is the entry point: it removes a half-written ``dest`` it created if the import fails, so a
-failure never leaves a ``dataset.json`` (nor a stray folder) behind.
+:func:`import_dataset` is the entry point. It refuses a ``dest`` that is, contains or lies inside the source
+(:func:`labelwise.io.check_output_not_input`), and lets the importer write into a hidden sibling of ``dest``
+(:class:`labelwise.io.StagedDir`) that replaces ``dest`` only once the import is complete: a failure never leaves
+a ``dataset.json`` (nor a stray folder) behind, and ``overwrite`` never deletes the previous dataset first.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from labelwise.data.manifest import MANIFEST_NAME, Manifest
 from labelwise.errors import DataError
+from labelwise.io import StagedDir, check_output_not_input
+from labelwise.io.paths import ID_MAX_LENGTH
 from labelwise.registry import Registry
 
 __all__ = [
@@ -87,25 +91,18 @@ def import_dataset(
 
     Raises:
         ConfigError: unknown format.
-        DataError: unreadable or inconsistent source data; ``dest`` is removed again if this call created it.
+        DataError: unreadable or inconsistent source data, ``dest`` overlapping ``src``, ``dest`` holding a
+            dataset without ``overwrite`` or other files. ``dest`` is unchanged when this is raised.
 
     """
     importer = importers.get(fmt)
     src_path, dest_path = Path(src), Path(dest)
     if not src_path.exists():
         raise DataError("source not found", src_path)
+    check_output_not_input(dest_path, [src_path], "DEST")
     opts = options or ImportOptions()
-    if (dest_path / MANIFEST_NAME).exists() and not opts.overwrite:
-        raise DataError("a dataset already exists here (pass overwrite to replace it)", dest_path)
-    created = not dest_path.exists()
-    try:
-        manifest = importer(src_path, dest_path, opts, track or _no_track)
-    except BaseException:
-        if created:
-            shutil.rmtree(dest_path, ignore_errors=True)
-        else:
-            (dest_path / MANIFEST_NAME).unlink(missing_ok=True)
-        raise
+    with StagedDir(dest_path, overwrite=opts.overwrite, marker=MANIFEST_NAME, kind="dataset") as stage:
+        manifest = importer(src_path, stage.path, replace(opts, overwrite=False), track or _no_track)
     logger.info("imported %d cases from %s (%s) into %s", len(manifest.cases), src_path, fmt, dest_path)
     return manifest
 
@@ -122,7 +119,8 @@ def safe_case_id(raw: str) -> str:
 
     """
     out = raw.translate(_ID_BAD).strip("._-") or "case"
-    return "".join(ch if (ch.isascii() and (ch.isalnum() or ch in "._-")) else "_" for ch in out)
+    out = "".join(ch if (ch.isascii() and (ch.isalnum() or ch in "._-")) else "_" for ch in out)
+    return re.sub(r"\.{2,}", ".", out)[:ID_MAX_LENGTH]
 
 
 def binary_mask(array: np.ndarray, source: str | Path) -> np.ndarray:

@@ -11,10 +11,14 @@ Layout::
   longest case id it starts with followed by ``_``; the rest of its name is the rater id.
 * Spatial dimensions: taken from the first label map (2 or 3 axes), else from the first image (2D rasters;
   NIfTI with 2 axes is 2D, with 3 or 4 is 3D; NPY/NPZ with 2 axes is 2D, else 3D). All cases must agree.
+* Rater ids (the rest of a label file's name) follow the same rule as case ids; other names are reported.
+* **0/255 masks**: a label map whose values are all in {0, 255} (with some 255) is a binary mask saved the usual
+  way of PNG tools; with two classes it is read as 0/1. This is decided per file.
 * Class names: ``options.class_names``, else ``classes.txt``, else ``("background", "foreground")`` when every
   label map holds only 0/1 or only 0/255, else ``background, class_1, ...`` up to the largest value found.
-* **0/255 masks**: with two classes, a label map whose values are all in {0, 255} is read as 0/1 (the usual way
-  binary PNG masks are saved). Any other value outside ``0..len(class_names)-1`` is an error naming the file.
+  Inferring classes from a mix of 0/255 masks and multi-class maps (values above 1) is an error naming a file of
+  each kind: the 255s cannot be told apart from class 255, so give the class names or save the maps one way.
+  Any value outside ``0..len(class_names)-1`` is an error naming the file.
 * ``cases.csv``: every row's ``case`` must have an image; ``split`` (optional column) must be train/val/test or
   empty; every other column is an integer image-level label (empty cell: not set). Cases missing from the csv
   get no image-level labels.
@@ -35,7 +39,7 @@ from labelwise.data.importers.base import ImportOptions, Track, compact_image, i
 from labelwise.data.manifest import SPLITS, Manifest
 from labelwise.data.splits import assign_splits
 from labelwise.errors import DataError
-from labelwise.io import file_format, read_image, read_label
+from labelwise.io import file_format, id_problem, read_image, read_label
 
 __all__ = ["FRACTIONS", "import_folder", "read_cases_csv"]
 
@@ -74,6 +78,9 @@ def read_cases_csv(
     labels: dict[str, dict[str, int]] = {}
     problems = []
     for n, raw in enumerate(rows, start=2):
+        if None in raw:  # DictReader puts surplus cells under the key None
+            problems.append(f"line {n}: {len(fields) + len(raw[None] or [])} cells, the header has {len(fields)}")
+            continue
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         cid = row["case"]
         if cid not in case_ids:
@@ -135,6 +142,8 @@ class _Problems:
         self.items.append(f"{path}: {message}")
 
     def raise_if_any(self, src: Path) -> None:
+        if len(self.items) == 1:
+            raise DataError(self.items[0])  # "file: problem", one line
         if self.items:
             listing = "\n  ".join(self.items)
             raise DataError(f"{len(self.items)} problem(s) in the folder layout:\n  {listing}", src)
@@ -150,6 +159,11 @@ def _label_values(path: Path, nd: int, problems: _Problems) -> np.ndarray | None
         problems.add(path, f"negative label value {arr.min()}")
         return None
     return arr
+
+
+def _is_mask255(values: np.ndarray) -> bool:
+    """True for the unique values of a binary mask saved as 0/255 (255 present, nothing but 0 and 255)."""
+    return bool(values.size and values.max() == 255 and np.isin(values, (0, 255)).all())
 
 
 def _class_names(src: Path, options: ImportOptions, max_value: int, binary: bool) -> tuple[str, ...]:
@@ -207,7 +221,14 @@ def import_folder(src: Path, dest: Path, options: ImportOptions, track: Track) -
         if case is None:
             problems.add(p, "label file matches no image (expected labels/<case>_<rater>.<ext>)")
             continue
-        labels[case][stem[len(case) + 1 :]] = p
+        rater = stem[len(case) + 1 :]
+        if (why := id_problem(rater, "rater id")) is not None:
+            problems.add(p, f"{why} (expected labels/<case>_<rater>.<ext>)")
+            continue
+        labels[case][rater] = p
+    for case, path in images.items():
+        if (why := id_problem(case)) is not None:
+            problems.add(path, why)
     rater_ids = sorted({r for rs in labels.values() for r in rs})
     first_label = next((p for rs in labels.values() for p in rs.values()), None)
     try:
@@ -219,14 +240,28 @@ def import_folder(src: Path, dest: Path, options: ImportOptions, track: Track) -
 
     # first pass over the label maps: value range for class inference (arrays are not kept)
     all_label_files = [(c, r, p) for c, rs in labels.items() for r, p in rs.items()]
-    max_value, binary = 0, True
+    max_value = 0  # largest value of the maps that are not 0/255 masks
+    mask255: Path | None = None  # a 0/255 mask, if any
+    multiclass: Path | None = None  # a map with values above 1 that is not a 0/255 mask, if any
     for _, _, path in track(all_label_files, "scanning label maps", len(all_label_files)):
         arr = _label_values(path, nd, problems)
         if arr is not None and arr.size:
             vals = np.unique(arr)
+            if _is_mask255(vals):
+                mask255 = mask255 or path
+                continue
             max_value = max(max_value, int(vals.max()))
-            binary &= bool(np.isin(vals, (0, 1)).all() or np.isin(vals, (0, 255)).all())
-    class_names = _class_names(src, options, max_value, binary)
+            if vals.max() > 1 and multiclass is None:
+                multiclass = path
+    explicit = bool(options.class_names) or (src / "classes.txt").is_file()
+    if mask255 is not None and multiclass is not None and not explicit:
+        problems.add(
+            multiclass,
+            f"multi-class label map (values up to {max_value}) among 0/255 binary masks such as {mask255.name}; "
+            "give the class names (--classes or classes.txt) or save every map the same way",
+        )
+        problems.raise_if_any(src)
+    class_names = _class_names(src, options, max_value, mask255 is not None or max_value <= 1)
     csv_path = src / "cases.csv"
     csv_splits: dict[str, str | None] = {}
     image_labels: dict[str, dict[str, int]] = {}
@@ -258,7 +293,7 @@ def import_folder(src: Path, dest: Path, options: ImportOptions, track: Track) -
             arr = _label_values(lab_path, nd, problems)
             if arr is None:
                 continue
-            if len(class_names) == 2 and arr.size and arr.max() == 255 and np.isin(arr, (0, 255)).all():
+            if len(class_names) == 2 and arr.size and _is_mask255(np.unique(arr)):
                 arr = (arr > 0).astype(np.uint8)  # 0/255 binary mask
             if arr.size and arr.max() >= len(class_names):
                 bad = sorted(int(v) for v in np.unique(arr) if v >= len(class_names))[:8]
