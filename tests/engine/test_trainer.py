@@ -116,3 +116,11 @@ def test_manual_optimisation_with_two_optimisers(tmp_path: Path) -> None:
     assert float(rows[-1]["loss_b"]) < float(rows[0]["loss_b"])
     _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
     assert set(json.loads(meta["labelwise"])["optimizers"]) == {"a", "b"}
+
+
+def test_non_finite_loss_stops_with_one_clear_error(tmp_path: Path) -> None:
+    from labelwise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss became (nan|inf) at step \d+.*lower train.lr"):
+        Trainer(Regression(), _cfg(lr=1e30, epochs=3), tmp_path, Source()).fit()
+    assert not (tmp_path / "weights.safetensors").exists()

@@ -1,18 +1,35 @@
-"""``labelwise data import|check|stats``."""
+"""``labelwise data import|import-rater|export|check|stats|split``."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from labelwise.cli.common import progress
 
-__all__ = ["app", "check", "import_", "split", "stats"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["app", "check", "export_app", "export_nnunet", "import_", "import_rater", "split", "stats"]
 
 app = typer.Typer(help="Import, check and summarise datasets.", no_args_is_help=True)
+export_app = typer.Typer(help="Export a dataset to another tool's layout.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
-_FORMATS = "qubiq, medical-matting, lidc-probunet, riga, ph2, nifti-partial, mni152, folder"
+_FORMATS = "qubiq, medical-matting, lidc-probunet, riga, ph2, nifti-partial, mni152, folder, nnunet, msd"
+_LABEL_FOLDER_FORMATS = ("nnunet", "msd")
+
+
+class RaterSourceFormat(str, Enum):
+    """Source formats of ``data import-rater``."""
+
+    auto = "auto"
+    nifti = "nifti"
+    totalsegmentator = "totalsegmentator"
+    dicom_seg = "dicom-seg"
 
 
 @app.command("import")
@@ -24,18 +41,151 @@ def import_(
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated class names, background first."),
     seed: int = typer.Option(0, "--seed", help="Seed of the case-level split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at DEST."),
+    raters: str | None = typer.Option(
+        None,
+        "--raters",
+        help="nnunet, msd: label folders to import and their rater ids, e.g. labelsTr=expert,labelsTr_fast=fast "
+        "(default: every labelsTr* folder; labelsTr is rater 'label').",
+    ),
 ) -> None:
     """Import SRC (layout FORMAT) into a labelwise dataset folder DEST; the manifest is written last."""
-    from labelwise.data.importers import ImportOptions, import_dataset
+    from labelwise.data.importers import ImportOptions, LabelFolderOptions, import_dataset, parse_rater_mapping
+    from labelwise.errors import ConfigError
 
     class_names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
-    options = ImportOptions(task=task, class_names=class_names, seed=seed, overwrite=overwrite)
+    options: ImportOptions
+    if raters is not None:
+        if fmt not in _LABEL_FOLDER_FORMATS:
+            raise ConfigError(f"--raters is read by the {' and '.join(_LABEL_FOLDER_FORMATS)} importers only")
+        options = LabelFolderOptions(
+            task=task, class_names=class_names, seed=seed, overwrite=overwrite, raters=parse_rater_mapping(raters)
+        )
+    else:
+        options = ImportOptions(task=task, class_names=class_names, seed=seed, overwrite=overwrite)
     manifest = import_dataset(fmt, src, dest, options, track=progress)
     splits = {s: sum(c.split == s for c in manifest.cases) for s in ("train", "val", "test")}
     typer.echo(
         f"imported {len(manifest.cases)} cases ({manifest.spatial_dims}D, {len(manifest.rater_ids)} raters, "
         f"{len(manifest.class_names)} classes; train {splits['train']} / val {splits['val']} / "
         f"test {splits['test']}) into {dest}"
+    )
+
+
+@app.command("import-rater")
+def import_rater(
+    dataset: Path = typer.Argument(..., help="Existing dataset folder (or its dataset.json)."),
+    src: Path = typer.Argument(..., help="A model's output: folder (or one file for a one-case dataset)."),
+    name: str = typer.Option(..., "--name", help="Id of the new rater."),
+    fmt: RaterSourceFormat = typer.Option(
+        RaterSourceFormat.auto,
+        "--format",
+        help="nifti: <case>.nii.gz label maps; totalsegmentator: <case>/<structure>.nii.gz masks; dicom-seg: "
+        "<case>.dcm DICOM Segmentations; auto: guess from the files.",
+    ),
+    classes_map: str | None = typer.Option(
+        None,
+        "--classes-map",
+        help="Source value / structure / segment label to dataset class, e.g. 5=liver,kidney_left=kidney "
+        "(nifti: values not named become background).",
+    ),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Import the cases that have a file even if others have none."
+    ),
+    dicom: Path | None = typer.Option(
+        None, "--dicom", help="dicom-seg: folder of the source series (<case>/); checks the referenced instances."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing rater of that name."),
+) -> None:
+    """Add rater NAME to DATASET from a segmentation model's output in SRC (the manifest is written last)."""
+    from labelwise.data.raters import import_rater as run_import
+    from labelwise.data.raters import parse_classes_map
+
+    report = run_import(
+        dataset,
+        src,
+        name,
+        fmt.value,
+        parse_classes_map(classes_map) if classes_map else None,
+        allow_missing=allow_missing,
+        overwrite=overwrite,
+        dicom=dicom,
+        track=progress,
+    )
+    typer.echo(f"added rater {report.rater} ({report.format}) to {len(report.imported)} cases of {dataset}")
+    if report.missing:
+        typer.echo(f"  no file for {len(report.missing)} case(s): {', '.join(report.missing[:10])}")
+    if report.extra:
+        typer.echo(f"  skipped {len(report.extra)} entries that match no case: {', '.join(report.extra[:10])}")
+    if report.skipped_structures:
+        shown = ", ".join(report.skipped_structures[:10])
+        typer.echo(f"  skipped {len(report.skipped_structures)} structure(s) that match no class: {shown}")
+
+
+@export_app.command("nnunet")
+def export_nnunet(
+    dataset: Path = typer.Argument(..., help="Dataset folder (or its dataset.json)."),
+    dest: Path = typer.Argument(..., help="nnU-Net raw folder (nnUNet_raw) that receives DatasetNNN_Name/."),
+    labels: str = typer.Option(
+        ..., "--labels", help="Labels for labelsTr: fused (a `labelwise fuse` output), rater:NAME, or reviewed."
+    ),
+    dataset_id: int = typer.Option(..., "--id", min=1, max=999, help="nnU-Net dataset id (1..999)."),
+    name: str | None = typer.Option(None, "--name", help="Dataset name (default: the manifest's name)."),
+    fallback: str = typer.Option(
+        "auto",
+        "--fallback",
+        help="Training cases without the chosen labels: auto (the dataset's only rater, else error), error, skip, "
+        "or rater:NAME.",
+    ),
+    channel_names: str | None = typer.Option(
+        None, "--channel-names", help="Comma-separated channel names (CT selects nnU-Net's CT normalisation)."
+    ),
+    keep_raters: bool = typer.Option(
+        False, "--keep-raters", help="Also write every other rater to labelsTr_<rater>/ (read back by `import`)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing DatasetNNN_Name."),
+) -> None:
+    """Write DATASET as the nnU-Net v2 raw dataset DEST/DatasetNNN_Name (atomically: temp folder, then rename)."""
+    from labelwise.data import Dataset
+    from labelwise.data.export import Corrections
+    from labelwise.data.export import export_nnunet as run_export
+    from labelwise.errors import DataError
+    from labelwise.labels.dataset_fusion import FUSED_RATER
+
+    choice = f"rater:{FUSED_RATER}" if labels == "fused" else labels
+    if labels == "fused" and FUSED_RATER not in Dataset(dataset).rater_ids:
+        raise DataError(f"no '{FUSED_RATER}' rater: --labels fused needs a `labelwise fuse` output", dataset)
+    corrections = None
+    if choice == "reviewed":
+        from labelwise.viewer.store import ReviewStore
+
+        ds = Dataset(dataset)
+        store = ReviewStore(ds.root)
+
+        def latest(case_id: str) -> np.ndarray:
+            found = store.latest(case_id, ds.spatial_dims)
+            if found is None:
+                raise DataError(f"case {case_id} has no saved correction", store.dir)
+            return found
+
+        corrections = Corrections(case_ids=frozenset(v.case for v in store.versions()), load=latest)
+    report = run_export(
+        dataset,
+        dest,
+        dataset_id,
+        choice,
+        corrections=corrections,
+        fallback=fallback,
+        name=name,
+        channel_names=[c.strip() for c in channel_names.split(",")] if channel_names else None,
+        keep_raters=keep_raters,
+        overwrite=overwrite,
+        track=progress,
+    )
+    typer.echo(
+        f"wrote {report.folder} ({len(report.training)} training, {len(report.test)} test cases; labels {labels}"
+        + (f", fallback for {len(report.fallback)}" if report.fallback else "")
+        + (f", skipped {len(report.skipped)}" if report.skipped else "")
+        + ")"
     )
 
 

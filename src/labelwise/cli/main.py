@@ -55,8 +55,15 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
 
 def run() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""
+    import signal
+
     from labelwise.errors import LabelwiseError
 
+    def _terminate(signum: int, frame: object) -> None:  # kill: unwind like Ctrl+C, so staged outputs are aborted
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except LabelwiseError as exc:

@@ -60,6 +60,7 @@ from labelwise.engine.data import SampleSource, epoch_loader
 from labelwise.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_float, init_distributed
 from labelwise.engine.logger import CSVLogger, MetricLogger, MultiLogger, TensorBoardLogger
 from labelwise.engine.seed import get_rng_state, set_rng_state
+from labelwise.errors import ConfigError
 from labelwise.io.atomic import write_json_atomic
 
 __all__ = ["FitResult", "StepContext", "TrainTask", "Trainer", "default_device", "lr_lambda", "make_optimizer"]
@@ -305,6 +306,11 @@ class Trainer:
         for k, v in out.items():
             val = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
             logs[k] = float(all_reduce_mean(val.to(self.device)))
+        if "loss" in logs and not math.isfinite(logs["loss"]):
+            raise ConfigError(
+                f"{self.work_dir}: the training loss became {logs['loss']} at step {ctx.step} (epoch {ctx.epoch}); "
+                f"the weights are not usable: lower train.lr (now {self.cfg.lr:g}) or set train.grad_clip"
+            )
         if last and not self.task.manual_optimization:
             for name in self.optimizers:
                 self._step_optimizer(name)

@@ -6,7 +6,18 @@ layout, labels and the fixed seeded split it assigns (see also ``docs/data.md``)
 
 from __future__ import annotations
 
-from labelwise.data.importers import folder, lidc_probunet, medical_matting, mni152, nifti_partial, ph2, qubiq, riga
+from labelwise.data.importers import (
+    folder,
+    lidc_probunet,
+    medical_matting,
+    mni152,
+    msd,
+    nifti_partial,
+    nnunet,
+    ph2,
+    qubiq,
+    riga,
+)
 from labelwise.data.importers.base import (
     Importer,
     ImportOptions,
@@ -17,10 +28,12 @@ from labelwise.data.importers.base import (
     importers,
     safe_case_id,
 )
+from labelwise.data.importers.nnunet import LabelFolderOptions, parse_rater_mapping
 
 __all__ = [
     "ImportOptions",
     "Importer",
+    "LabelFolderOptions",
     "Track",
     "binary_mask",
     "compact_image",
@@ -30,7 +43,10 @@ __all__ = [
     "lidc_probunet",
     "medical_matting",
     "mni152",
+    "msd",
     "nifti_partial",
+    "nnunet",
+    "parse_rater_mapping",
     "ph2",
     "qubiq",
     "riga",
