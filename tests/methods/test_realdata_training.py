@@ -17,8 +17,9 @@ from labelwise.cli.main import app
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 # Supervised U-Net, 200 steps of batch 8 on the QUBIQ brain-growth train split, majority target, no TTA: measured
-# 0.90 Dice on the 8 test cases (2026-12-03, 2 CPU cores, about 4 min). The published 1000-step run gives 0.924.
-QUBIQ_SUPERVISED_DICE_FLOOR = 0.85
+# 0.868 Dice on the 8 test cases (2026-12-03, 2 CPU cores, 6 min with the machine shared). The published 1000-step
+# run gives 0.924. The floor leaves room for other BLAS builds; a constant or empty map scores below 0.5.
+QUBIQ_SUPERVISED_DICE_FLOOR = 0.83
 
 
 def _ok(args: list[str]) -> str:
