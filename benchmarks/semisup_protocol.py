@@ -31,7 +31,6 @@ from labelwise.data.slices import k_slice_split, nonempty_slices
 from labelwise.engine import config_from_dict
 from labelwise.methods.cps import CPSConfig, CPSMethod, CPSPredictor, case_target
 from labelwise.methods.propagation import propagate, propagate_from_reference
-from labelwise.methods.supervised import model_case
 from labelwise.metrics import dice, nsd
 from labelwise.uncertainty import write_pseudo_labels
 
@@ -149,7 +148,7 @@ def main() -> None:
         k = pcfg.reference.train_slices
         split = k_slice_split(case, k, "even", pcfg.reference.train.seed)
         nk = predictor.plan.num_classes
-        target = case_target(model_case(case, predictor.plan), pcfg.reference, nk)
+        target = case_target(predictor.plan.model_case(case), pcfg.reference, nk)
         assert target is not None
         gt = np.argmax(target, 0)
         t0 = time.perf_counter()
@@ -170,7 +169,7 @@ def main() -> None:
             cps_pred = CPSPredictor(args.work / f"cps_k{k}", "cpu")
             plan = cps_pred.plan
             nk = plan.num_classes
-            target = case_target(model_case(case, plan), cfg0, nk)
+            target = case_target(plan.model_case(case), cfg0, nk)
             assert target is not None
             gt = np.argmax(target, 0)
             cps = cps_pred.predict(case)
@@ -210,7 +209,7 @@ def main() -> None:
         sup = CPSPredictor(args.work / f"sup_k{k}", "cpu")
         plan = sup.plan
         nk = plan.num_classes
-        mc = model_case(case, plan)
+        mc = plan.model_case(case)
         target = case_target(mc, cfg0, nk)
         assert target is not None
         gt = np.argmax(target, 0)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from labelwise.cli.main import app
 from labelwise.data import Case, Dataset
 from labelwise.io import PredictionIndex, read_prediction
-from labelwise.methods.supervised import fused_target
+from labelwise.labels import fused_target
 
 SMOKE = ["--preset", "smoke", "--set", "train.progress=false", "--set", "tta=false"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +115,43 @@ class Plan:
             raise DataError("no plan.json: not a labelwise run directory", p) from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed plan ({exc})", p) from None
+
+    def select_classes(self, dataset_class_names: Sequence[str], classes: Sequence[str] | None) -> Plan:
+        """A copy with the model restricted to ``classes`` (dataset class names; the others become background).
+
+        Raises:
+            ConfigError: a name is not a foreground class of the dataset.
+
+        """
+        if not classes:
+            return self
+        names = tuple(dataset_class_names)
+        unknown = [c for c in classes if c not in names[1:]]
+        if unknown:
+            raise ConfigError(f"classes {unknown} are not foreground classes of the dataset {list(names[1:])}")
+        return replace(
+            self,
+            class_names=("background", *classes),
+            dataset_class_names=names,
+            class_indices=(0, *(names.index(c) for c in classes)),
+        )
+
+    def model_case(self, case: Case) -> Case:
+        """``case`` with its rater labels mapped to the model's classes (unselected classes become background)."""
+        if not self.class_indices:
+            return case
+        lut = np.zeros(len(self.dataset_class_names), dtype=np.int16)
+        lut[list(self.class_indices)] = np.arange(len(self.class_indices), dtype=np.int16)
+        return replace(case, raters=lut[case.raters], class_names=self.class_names)
+
+    def check_case(self, case: Case) -> None:
+        """Raise :class:`DataError` if ``case`` has other image channels or spatial dims than this plan expects."""
+        channels = self.dataset_channels or self.channels
+        if case.image.shape[0] != channels or case.spatial_dims != self.data_spatial_dims:
+            raise DataError(
+                f"case {case.id}: image {case.image.shape} does not fit the model "
+                f"({channels} channel(s), {self.data_spatial_dims}D)"
+            )
 
     def check_dataset(self, dataset: Dataset) -> None:
         """Raise :class:`ConfigError` if ``dataset`` has other channels/classes/dims than this plan."""

@@ -31,6 +31,7 @@ from labelwise.labels.perturb import (
     shift,
     truncate,
 )
+from labelwise.labels.targets import TargetKind, fused_target
 
 __all__ = [
     "Candidate",
@@ -39,6 +40,7 @@ __all__ = [
     "Perturbation",
     "PerturbationKind",
     "StapleResult",
+    "TargetKind",
     "TiePolicy",
     "add_blobs",
     "apply_perturbation",
@@ -48,6 +50,7 @@ __all__ = [
     "drop_components",
     "erode_dilate",
     "fuse",
+    "fused_target",
     "fusion_rules",
     "holes",
     "majority_vote",

@@ -58,9 +58,9 @@ from labelwise.engine import (
 from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
+from labelwise.labels import fused_target
 from labelwise.methods.base import Method, open_run, register_method
-from labelwise.methods.supervised import _net_divisor, fused_target, model_case
-from labelwise.models import ModelSpec, build_model, dice_ce_loss
+from labelwise.models import ModelSpec, build_model, dice_ce_loss, spec_divisor
 from labelwise.uncertainty import PSEUDO_RATER
 
 __all__ = [
@@ -260,7 +260,7 @@ class CPSTask(TrainTask):
 
     def validation_step(self, case: Case, ctx: StepContext) -> dict[str, float]:
         """Mean foreground Dice of the fused prediction on the case's labelled voxels/slices."""
-        mc = model_case(case, self.plan)
+        mc = self.plan.model_case(case)
         target = case_target(mc, self.cfg, self.plan.num_classes)
         if target is None:
             return {}
@@ -292,7 +292,7 @@ def fused_probs(
 
 def _plan(dataset: Dataset, cases: list[Case], cfg: CPSConfig) -> Plan:
     slicewise = dataset.spatial_dims == 3
-    plan = make_plan(cases, _net_divisor(cfg.model), slicewise, cfg.patch_size)
+    plan = make_plan(cases, spec_divisor(cfg.model), slicewise, cfg.patch_size)
     if cfg.ct_windows:
         plan = replace(plan, dataset_channels=dataset.manifest.channels)
     if cfg.classes:
@@ -324,7 +324,7 @@ def _pseudo_slices(path: str, plan: Plan) -> dict[str, tuple[np.ndarray, list[in
     for case in ds:
         if not case.num_raters:
             continue
-        mc = model_case(case, plan) if tuple(ds.class_names) != tuple(plan.class_names) else case
+        mc = plan.model_case(case) if tuple(ds.class_names) != tuple(plan.class_names) else case
         lab = mc.raters[case.rater_ids.index(PSEUDO_RATER)]
         out[case.id] = (lab, list(labelled_slice_indices(case)) if case.spatial_dims == 3 else [])
     return out
@@ -340,7 +340,7 @@ def _training_arrays(
     for case in dataset.cases("train"):
         case = prepare_image(case, cfg.ct_windows)
         img = normalize_image(case.image, plan)
-        mc = model_case(case, plan)
+        mc = plan.model_case(case)
         target = case_target(mc, cfg, k)
         if not plan.slicewise:
             if target is not None:

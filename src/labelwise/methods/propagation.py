@@ -63,7 +63,6 @@ from labelwise.io import Prediction
 from labelwise.methods.base import Method, register_method
 from labelwise.methods.cps import CPSConfig, CPSMethod, CPSPredictor, case_target, prepare_image
 from labelwise.methods.cps import _plan as cps_plan
-from labelwise.methods.supervised import model_case
 from labelwise.models.stcn import STCN, STCNConfig
 
 __all__ = [
@@ -666,7 +665,7 @@ def _stcn_volumes(
             continue
         prepared = prepare_image(case, cfg.reference.ct_windows)
         img = normalize_image(prepared.image, plan)
-        target = case_target(model_case(case, plan), cfg.reference, plan.num_classes)
+        target = case_target(plan.model_case(case), cfg.reference, plan.num_classes)
         assert target is not None
         label = np.argmax(target, 0).astype(np.int16)
         if case.spatial_dims == 2:
@@ -781,7 +780,7 @@ class PropagationPredictor:
             assert ref.label is not None
             res = propagate_from_reference(case.image, ref.label, k, model, self.config.reference_stride)
         else:
-            mc = model_case(case, self.plan)
+            mc = self.plan.model_case(case)
             zs = self.plan.train_slices.get(case.id) or list(labelled_slice_indices(mc))
             if not zs or not mc.num_raters:
                 raise DataError(f"case {case.id}: anchors 'labelled' needs labelled slices in the case")

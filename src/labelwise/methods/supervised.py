@@ -18,43 +18,35 @@ config dataclass -> ``fit`` (plan, TrainTask, Trainer) -> ``load_predictor`` -> 
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from labelwise.data import Case, Dataset
+from labelwise.data.slices import evenly_spaced, labelled_slice_indices
 from labelwise.engine import (
     AugmentConfig,
     PatchSource,
     Plan,
-    RunDir,
     StepContext,
     TrainConfig,
-    Trainer,
     TrainTask,
-    config_to_dict,
-    init_distributed,
     make_plan,
     normalize_image,
     predict_probs,
     predict_slicewise,
-    seed_everything,
 )
-from labelwise.engine.distributed import barrier
-from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
-from labelwise.labels import majority_vote, soft_mean
-from labelwise.methods.base import Method, open_run, register_method
-from labelwise.models import MODELS, ModelSpec, build_model, dice_ce_loss
-from labelwise.models.unet import divisor as unet_divisor
+from labelwise.labels import TargetKind, fused_target
+from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictOptions, Stage, register_method
+from labelwise.metrics import per_class_overlap
+from labelwise.models import ModelSpec, build_model, dice_ce_loss, spec_divisor
 
-__all__ = ["SupervisedConfig", "SupervisedMethod", "SupervisedPredictor", "fused_target", "model_case", "pick_slices"]
+__all__ = ["SupervisedConfig", "SupervisedMethod", "SupervisedOptions", "SupervisedPredictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +74,7 @@ class SupervisedConfig:
 
     """
 
-    target: Literal["majority", "mean", "rater"] = "majority"
+    target: TargetKind = "majority"
     rater: str | None = None
     model: ModelSpec = field(default_factory=ModelSpec)
     patch_size: tuple[int, ...] | None = None
@@ -104,66 +96,10 @@ class SupervisedConfig:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
 
 
-def fused_target(case: Case, target: str, num_classes: int, rater: str | None = None) -> np.ndarray | None:
-    """The training target of one case as class probabilities.
-
-    Args:
-        case: The case (its raters ``(R, *spatial)``).
-        target: "majority", "mean" or "rater".
-        num_classes: K, including background.
-        rater: Rater id for "rater".
-
-    Returns:
-        ``(K, *spatial)`` float32 in [0, 1] summing to 1 over K, or None if the case has no usable label.
-
-    """
-    if case.num_raters == 0:
-        return None
-    if target == "rater":
-        if rater not in case.rater_ids:
-            return None
-        maps = case.raters[[case.rater_ids.index(rater)]]
-    else:
-        maps = case.raters
-    if int(maps.max()) >= num_classes or int(maps.min()) < 0:
-        raise DataError(f"case {case.id}: label values outside 0..{num_classes - 1}")
-    if target == "mean":
-        return np.asarray(soft_mean(maps, num_classes=num_classes), dtype=np.float32)
-    votes = majority_vote(maps, num_classes=num_classes, tie="lowest")  # ties go to the lower class index
-    return np.asarray(np.arange(num_classes).reshape(-1, *([1] * votes.ndim)) == votes[None], dtype=np.float32)
-
-
-def pick_slices(labelled: list[int], count: int) -> list[int]:
-    """``count`` slices evenly spaced over ``labelled`` (first and last included when ``count >= 2``)."""
-    if count >= len(labelled):
-        return list(labelled)
-    pos = np.unique(np.round(np.linspace(0, len(labelled) - 1, count)).astype(int))
-    return [labelled[i] for i in pos]
-
-
-def model_case(case: Case, plan: Plan) -> Case:
-    """``case`` with rater labels mapped to the model's classes (unselected classes become background)."""
-    if not plan.class_indices:
-        return case
-    lut = np.zeros(len(plan.dataset_class_names), dtype=np.int16)
-    lut[list(plan.class_indices)] = np.arange(len(plan.class_indices), dtype=np.int16)
-    return replace(case, raters=lut[case.raters], class_names=plan.class_names)
-
-
-def _slices(case: Case) -> list[int]:
-    if case.labelled_slices is not None:
-        return list(case.labelled_slices)
-    return list(range(case.spatial_shape[-1]))
-
-
-def _dice_per_class(pred: np.ndarray, target_label: np.ndarray, num_classes: int) -> list[float]:
-    """Dice per foreground class; NaN when the class is absent from both (excluded from means)."""
-    out = []
-    for k in range(1, num_classes):
-        p, t = pred == k, target_label == k
-        denom = int(p.sum()) + int(t.sum())
-        out.append(float("nan") if denom == 0 else 2.0 * int((p & t).sum()) / denom)
-    return out
+def mean_foreground_dice(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
+    """Mean Dice over the foreground classes present in ``pred`` or ``label`` (NaN when none is)."""
+    d = per_class_overlap(pred, label, num_classes, "dice", empty="nnunet")
+    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
 
 
 class SupervisedTask(TrainTask):
@@ -181,17 +117,16 @@ class SupervisedTask(TrainTask):
 
     def validation_step(self, case: Case, ctx: StepContext) -> dict[str, float]:
         """Mean foreground Dice of the argmax prediction vs the fused target (no TTA)."""
-        target = fused_target(model_case(case, self.plan), self.cfg.target, self.plan.num_classes, self.cfg.rater)
+        target = fused_target(self.plan.model_case(case), self.cfg.target, self.plan.num_classes, self.cfg.rater)
         if target is None:
             return {}
         probs = _predict(self.modules["net"], case, self.plan, self.cfg.overlap, tta=False, device=ctx.device)
         label = np.argmax(target, axis=0)
         pred = np.argmax(probs, axis=0)
         if self.plan.slicewise:
-            idx = _slices(case)
+            idx = list(labelled_slice_indices(case))
             label, pred = label[..., idx], pred[..., idx]
-        d = _dice_per_class(pred, label, self.plan.num_classes)
-        return {"dice": float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")}
+        return {"dice": mean_foreground_dice(pred, label, self.plan.num_classes)}
 
 
 def _predict(
@@ -206,12 +141,12 @@ def _predict(
 def _training_arrays(ds: Dataset, cfg: SupervisedConfig, plan: Plan) -> tuple[list[dict[str, np.ndarray]], list[str]]:
     arrays, ids = [], []
     for case in ds.cases("train"):
-        t = fused_target(model_case(case, plan), cfg.target, plan.num_classes, cfg.rater)
+        t = fused_target(plan.model_case(case), cfg.target, plan.num_classes, cfg.rater)
         if t is None:
             continue
         img = normalize_image(case.image, plan)
         if plan.slicewise:
-            for z in plan.train_slices.get(case.id, _slices(case)):
+            for z in plan.train_slices.get(case.id, labelled_slice_indices(case)):
                 arrays.append({"image": img[..., z], "target": t[..., z]})
                 ids.append(f"{case.id}:{z}")
         else:
@@ -222,31 +157,40 @@ def _training_arrays(ds: Dataset, cfg: SupervisedConfig, plan: Plan) -> tuple[li
     return arrays, ids
 
 
-def _net_divisor(spec: ModelSpec) -> int:
-    """Down-sampling factor of a U-Net-like model: from its ``channels`` argument or the factory's default."""
-    channels = spec.kwargs.get("channels")
-    if channels is None:
-        param = inspect.signature(MODELS.get(spec.name)).parameters.get("channels")
-        channels = param.default if param is not None and param.default is not inspect.Parameter.empty else (1,)
-    return unet_divisor(channels)
+@dataclass(frozen=True)
+class SupervisedOptions(PredictOptions):
+    """Prediction options of ``supervised`` (None: the run config's value).
+
+    Attributes:
+        tta: Flip test-time augmentation.
+        overlap: Sliding-window overlap in [0, 1).
+
+    """
+
+    tta: bool | None = None
+    overlap: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
 
 
-def _plan(dataset: Dataset, train_cases: list[Case], config: SupervisedConfig) -> Plan:
-    plan = make_plan(train_cases, _net_divisor(config.model), config.slicewise, config.patch_size)
-    if config.classes:
-        names = tuple(dataset.class_names)
-        unknown = [c for c in config.classes if c not in names[1:]]
-        if unknown:
-            raise ConfigError(f"classes {unknown} are not foreground classes of {dataset.root}")
-        plan = replace(
-            plan,
-            class_names=("background", *config.classes),
-            dataset_class_names=names,
-            class_indices=(0, *(names.index(c) for c in config.classes)),
-        )
-    if config.train_slices is not None:
-        plan = replace(plan, train_slices={c.id: pick_slices(_slices(c), config.train_slices) for c in train_cases})
-    return plan
+class SupervisedPredictor(MethodPredictor[SupervisedConfig, SupervisedOptions]):
+    """Predicts cases with a trained supervised run: class probabilities ``(K, *spatial)``."""
+
+    Options = SupervisedOptions
+
+    def setup(self) -> None:
+        """Rebuild the network from ``config.yaml`` + ``plan.json`` and load ``weights.safetensors``."""
+        self.net = build_model(self.config.model, self.plan.spatial_dims, self.plan.channels, self.plan.num_classes)
+        self.run.load({"net": self.net})
+
+    def predict_case(self, case: Case, options: SupervisedOptions) -> Prediction:
+        """Class probabilities of ``case`` in its own geometry."""
+        overlap = self.config.overlap if options.overlap is None else options.overlap
+        tta = self.config.tta if options.tta is None else options.tta
+        probs = _predict(self.net, case, self.plan, overlap, tta, self.device)
+        return Prediction(probs=probs.astype(np.float32))
 
 
 @register_method("supervised")
@@ -254,6 +198,7 @@ class SupervisedMethod(Method):
     """U-Net on fused labels (majority / soft mean / one rater)."""
 
     Config = SupervisedConfig
+    Predictor = SupervisedPredictor
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {"train": {"epochs": 200, "steps_per_epoch": 250}},
         "smoke": {
@@ -265,83 +210,29 @@ class SupervisedMethod(Method):
     summary = "U-Net on a fused label (majority, soft mean or one rater)"
 
     @classmethod
-    def fit(cls, dataset: Dataset, config: SupervisedConfig, run_dir: str | Path) -> None:
-        """Plan, train with the engine, and write the run directory (resumes an interrupted run)."""
-        rd = RunDir(run_dir)
-        cfg_map = config_to_dict(config)
-        resumed = rd.prepare(cls.name, cfg_map, dataset)
+    def check(cls, dataset: Dataset, config: SupervisedConfig) -> None:
+        """The rater of ``target: rater`` must be one of the dataset's."""
         if config.target == "rater" and config.rater not in dataset.rater_ids:
             raise ConfigError(f"rater {config.rater!r} is not one of the dataset's raters {list(dataset.rater_ids)}")
+
+    @classmethod
+    def plan(cls, dataset: Dataset, config: SupervisedConfig) -> Plan:
+        """Patch size and normalisation from the train split; class subset; the k training slices."""
         train_cases = list(dataset.cases("train"))
-        plan_path = rd.path / PLAN_NAME
-        dist = init_distributed()
-        if dist.is_main and not (resumed and plan_path.exists()):
-            _plan(dataset, train_cases, config).save(plan_path)
-        barrier()
-        plan = Plan.load(plan_path)
-        seed_everything(config.train.seed)
+        plan = make_plan(train_cases, spec_divisor(config.model), config.slicewise, config.patch_size)
+        plan = plan.select_classes(dataset.class_names, config.classes)
+        if config.train_slices is not None:
+            chosen = {c.id: list(evenly_spaced(labelled_slice_indices(c), config.train_slices)) for c in train_cases}
+            plan = replace(plan, train_slices={k: v for k, v in chosen.items() if v})
+        return plan
+
+    @classmethod
+    def build(cls, fit: FitContext[SupervisedConfig]) -> Stage:
+        """One network, patches of the fused targets, validation Dice."""
+        config, plan = fit.config, fit.plan
         net = build_model(config.model, plan.spatial_dims, plan.channels, plan.num_classes)
-        arrays, ids = _training_arrays(dataset, config, plan)
+        arrays, ids = _training_arrays(fit.dataset, config, plan)
         source = PatchSource(
             arrays, plan.patch_size, config.augment, "target", config.foreground_p, ids, seed=config.train.seed
         )
-        val_cases = list(dataset.cases("val"))
-        task = SupervisedTask(net, plan, config)
-        result = Trainer(task, config.train, rd.path, source, val_cases).fit()
-        if dist.is_main:
-            rd.write_meta(
-                status="finished",
-                best_epoch=result.best_epoch,
-                val_metrics=result.best_metrics,
-                stopped_early=result.stopped_early,
-                steps=result.steps,
-                train_cases=len(train_cases),
-                val_cases=len(val_cases),
-            )
-
-    @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> SupervisedPredictor:
-        """Rebuild the network from ``config.yaml`` + ``plan.json`` and load ``weights.safetensors``."""
-        return SupervisedPredictor(run_dir, device)
-
-
-class SupervisedPredictor:
-    """Predicts cases with a trained supervised run.
-
-    Args:
-        run_dir: The run directory.
-        device: Device (default: CUDA if available).
-
-    """
-
-    def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        run = open_run(run_dir, SupervisedConfig, device)
-        self.config: SupervisedConfig = run.config
-        self.plan, self.device = run.plan, run.device
-        self.net = build_model(self.config.model, self.plan.spatial_dims, self.plan.channels, self.plan.num_classes)
-        run.load({"net": self.net})
-
-    def predict(self, case: Case, tta: bool | None = None, overlap: float | None = None, **options: Any) -> Prediction:
-        """Class probabilities ``(K, *spatial)`` of ``case`` in its own geometry.
-
-        Args:
-            case: Any case with the plan's channels and dims.
-            tta: Flip TTA (default: the config's ``tta``).
-            overlap: Sliding-window overlap (default: the config's).
-            **options: Ignored (accepted for protocol compatibility).
-
-        """
-        if case.image.shape[0] != self.plan.channels or case.spatial_dims != self.plan.data_spatial_dims:
-            raise DataError(
-                f"case {case.id}: image {case.image.shape} does not fit the model "
-                f"({self.plan.channels} channel(s), {self.plan.data_spatial_dims}D)"
-            )
-        probs = _predict(
-            self.net,
-            case,
-            self.plan,
-            self.config.overlap if overlap is None else overlap,
-            self.config.tta if tta is None else tta,
-            self.device,
-        )
-        return Prediction(probs=probs.astype(np.float32))
+        return Stage(SupervisedTask(net, plan, config), source, config.train, list(fit.dataset.cases("val")))

@@ -75,3 +75,16 @@ def build_model(spec: ModelSpec, spatial_dims: int, in_channels: int, out_channe
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     return factory(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **spec.kwargs)
+
+
+def spec_divisor(spec: ModelSpec) -> int:
+    """Down-sampling factor of a U-Net-like model: ``2 ** (levels - 1)`` from its ``channels`` argument.
+
+    Uses ``spec.kwargs["channels"]``, else the factory's default ``channels``; a factory without one is
+    taken as not down-sampling (1). Patch sizes of the planner are multiples of it.
+    """
+    channels = spec.kwargs.get("channels")
+    if channels is None:
+        param = inspect.signature(MODELS.get(spec.name)).parameters.get("channels")
+        channels = param.default if param is not None and param.default is not inspect.Parameter.empty else (1,)
+    return int(2 ** (len(channels) - 1))
