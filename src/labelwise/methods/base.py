@@ -248,6 +248,7 @@ class MethodPredictor(Generic[ConfigT, OptionsT]):
     method: ClassVar[str] = ""
 
     def __init__(self, run: TrainedRun) -> None:
+        self.rater_ids: tuple[str, ...] = ()  # raters of the per-rater outputs, in order (multi-rater methods)
         self.run = run
         self.config: ConfigT = run.config
         self.plan: Plan = run.plan
