@@ -7,7 +7,7 @@ from labelwise.engine.augment import AugmentConfig, apply_augment, draw_augment
 from labelwise.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from labelwise.engine.config import TrainConfig, config_from_dict, config_to_dict, load_config, parse_overrides
 from labelwise.engine.data import PatchSource, SampleSource, crop_or_pad, epoch_loader
-from labelwise.engine.distributed import DistInfo, init_distributed
+from labelwise.engine.distributed import DistInfo, default_device, init_distributed
 from labelwise.engine.inference import (
     gaussian_importance,
     predict_probs,
@@ -19,7 +19,7 @@ from labelwise.engine.logger import CSVLogger, MetricLogger, MultiLogger, Tensor
 from labelwise.engine.planner import PLAN_NAME, ChannelNorm, Plan, make_plan, normalize_image
 from labelwise.engine.rundir import RunDir, data_fingerprint
 from labelwise.engine.seed import get_rng_state, sample_rng, seed_everything, set_rng_state
-from labelwise.engine.trainer import FitResult, StepContext, Trainer, TrainTask, default_device, make_optimizer
+from labelwise.engine.trainer import FitResult, StepContext, Trainer, TrainTask, make_optimizer
 
 __all__ = [
     "PLAN_NAME",

@@ -305,7 +305,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     import torch
 
     if device is None:
-        from labelwise.engine.trainer import default_device
+        from labelwise.engine.distributed import default_device
 
         return default_device()
     try:

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_mean", "barrier", "broadcast_float", "cleanup_distributed", "init_distributed"]
+__all__ = [
+    "DistInfo",
+    "all_reduce_mean",
+    "barrier",
+    "broadcast_float",
+    "cleanup_distributed",
+    "default_device",
+    "init_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -77,3 +85,12 @@ def barrier() -> None:
     """Wait for all ranks (no-op in a single process)."""
     if _active():
         dist.barrier()
+
+
+def default_device() -> torch.device:
+    """CUDA (this rank's GPU) if available, else CPU."""
+    if torch.cuda.is_available():
+        import os
+
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")

@@ -57,13 +57,20 @@ from labelwise.engine.budget import plan_schedule
 from labelwise.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from labelwise.engine.config import TrainConfig
 from labelwise.engine.data import SampleSource, epoch_loader
-from labelwise.engine.distributed import DistInfo, all_reduce_mean, barrier, broadcast_float, init_distributed
+from labelwise.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_float,
+    default_device,
+    init_distributed,
+)
 from labelwise.engine.logger import CSVLogger, MetricLogger, MultiLogger, TensorBoardLogger
 from labelwise.engine.seed import get_rng_state, set_rng_state
 from labelwise.errors import ConfigError
 from labelwise.io.atomic import write_json_atomic
 
-__all__ = ["FitResult", "StepContext", "TrainTask", "Trainer", "default_device", "lr_lambda", "make_optimizer"]
+__all__ = ["FitResult", "StepContext", "TrainTask", "Trainer", "lr_lambda", "make_optimizer"]
 
 logger = logging.getLogger(__name__)
 # The planned schedule and wall time are shown by the CLI even without --verbose (see cli.common.setup_logging).
@@ -73,15 +80,6 @@ SCHEDULE_NAME = "schedule.json"
 _PROBE_STEPS = 3  # measured optimiser steps of the time-budget probe (after one warm-up step)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-
-
-def default_device() -> torch.device:
-    """CUDA (this rank's GPU) if available, else CPU."""
-    if torch.cuda.is_available():
-        import os
-
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:

@@ -38,11 +38,11 @@ from labelwise.data import Case, Dataset
 from labelwise.engine.checkpoint import load_weights
 from labelwise.engine.config import TrainConfig, config_from_dict, config_to_dict, load_config, resolve_device
 from labelwise.engine.data import SampleSource
-from labelwise.engine.distributed import DistInfo, barrier, init_distributed
+from labelwise.engine.distributed import DistInfo, barrier, default_device, init_distributed
 from labelwise.engine.planner import PLAN_NAME, Plan
 from labelwise.engine.rundir import RunDir
 from labelwise.engine.seed import seed_everything
-from labelwise.engine.trainer import FitResult, Trainer, TrainTask, default_device
+from labelwise.engine.trainer import FitResult, Trainer, TrainTask
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.io.atomic import write_json_atomic
