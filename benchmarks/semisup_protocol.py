@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from labelwise.methods.propagation import propagate, propagate_from_reference
 from labelwise.metrics import dice, nsd
 from labelwise.uncertainty import write_pseudo_labels
 
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "totalseg": {
         "classes": ["liver", "spleen", "kidney_left", "kidney_right"],
         "rater": "model",
@@ -69,7 +70,16 @@ def downsampled_mni(src: Path, dest: Path) -> Path:
     return dest
 
 
-def scores(pred: np.ndarray, gt: np.ndarray, test: list[int], k: int, spacing: tuple[float, ...], tol: float) -> dict:
+def cps_predictor(run: Path) -> CPSPredictor:
+    """The predictor of a trained ``cps`` run, on the CPU."""
+    predictor = CPSMethod.load_predictor(run, "cpu")
+    assert isinstance(predictor, CPSPredictor)
+    return predictor
+
+
+def scores(
+    pred: np.ndarray, gt: np.ndarray, test: list[int], k: int, spacing: tuple[float, ...], tol: float
+) -> dict[str, float]:
     """Per-class DSC (pooled over the test slices) and NSD (2D per test slice, averaged); both-empty = 1."""
     out: dict[str, float] = {}
     d_all, n_all = [], []
@@ -135,7 +145,7 @@ def main() -> None:
             },
         )
 
-    def record(k: int, variant: str, res: dict, seconds: float) -> None:
+    def record(k: int, variant: str, res: dict[str, float], seconds: float) -> None:
         row = {"setting": args.setting, "k": k, "variant": variant, "seconds": round(seconds, 1), **res}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -166,7 +176,7 @@ def main() -> None:
             cfg0 = base_cfg(k, 0.1)
             split = k_slice_split(case, k, "even", cfg0.train.seed)
             t0 = time.perf_counter()
-            cps_pred = CPSPredictor(args.work / f"cps_k{k}", "cpu")
+            cps_pred = cps_predictor(args.work / f"cps_k{k}")
             plan = cps_pred.plan
             nk = plan.num_classes
             target = case_target(plan.model_case(case), cfg0, nk)
@@ -188,7 +198,7 @@ def main() -> None:
                 overwrite=True,
             )
             CPSMethod.fit(ds, base_cfg(k, 0.1, str(dest)), args.work / f"retrain_kslice_k{k}{tag}")
-            re = CPSPredictor(args.work / f"retrain_kslice_k{k}{tag}", "cpu").predict(case)
+            re = cps_predictor(args.work / f"retrain_kslice_k{k}{tag}").predict(case)
             res = scores(re.label, gt, list(split.test), nk, case.spacing_mm, st["tolerance_mm"])
             res["pseudo_kept_units"] = rep.kept_units
             res["pseudo_total_units"] = len(rep.decisions)
@@ -206,7 +216,7 @@ def main() -> None:
         split = k_slice_split(case, k, "even", cfg0.train.seed)
         t0 = time.perf_counter()
         CPSMethod.fit(ds, cfg0, args.work / f"sup_k{k}")
-        sup = CPSPredictor(args.work / f"sup_k{k}", "cpu")
+        sup = cps_predictor(args.work / f"sup_k{k}")
         plan = sup.plan
         nk = plan.num_classes
         mc = plan.model_case(case)
@@ -231,7 +241,7 @@ def main() -> None:
         )
         t0 = time.perf_counter()
         CPSMethod.fit(ds, base_cfg(k, 0.1), args.work / f"cps_k{k}")
-        cps = CPSPredictor(args.work / f"cps_k{k}", "cpu").predict(case)
+        cps = cps_predictor(args.work / f"cps_k{k}").predict(case)
         record(k, "cps", scores(cps.label, gt, test, nk, sp, st["tolerance_mm"]), time.perf_counter() - t0)
         t0 = time.perf_counter()
         ref = propagate_from_reference(case.image, cps.label, nk, None, stride=5)
@@ -257,7 +267,7 @@ def main() -> None:
             overwrite=True,
         )
         CPSMethod.fit(ds, base_cfg(k, 0.1, str(args.work / f"pseudo_k{k}")), args.work / f"retrain_k{k}")
-        re = CPSPredictor(args.work / f"retrain_k{k}", "cpu").predict(case)
+        re = cps_predictor(args.work / f"retrain_k{k}").predict(case)
         res = scores(re.label, gt, test, nk, sp, st["tolerance_mm"])
         res["pseudo_kept_units"] = rep.kept_units
         res["pseudo_total_units"] = len(rep.decisions)

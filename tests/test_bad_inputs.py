@@ -138,7 +138,7 @@ def run(base: Path, ds: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def pred(base: Path, ds: Path, run: Path) -> Path:
-    out = cli("predict", run, "--data", ds, "--out", base / "pred", "--split", "all")
+    out = cli("predict", "--run", run, "--data", ds, "--out", base / "pred", "--split", "all")
     assert out.code == 0, out.output
     return base / "pred"
 
@@ -153,17 +153,29 @@ def evaluation(base: Path, ds: Path, pred: Path) -> Path:
 # ------------------------------------------------------------------------------- outputs never touch inputs
 Args = Callable[[dict[str, Path]], list[object]]
 OVERLAP_ROWS: list[tuple[str, Args, str]] = [
-    ("import SRC SRC", lambda p: ["data", "import", "folder", p["src"], p["src"]], "DEST is the input"),
-    ("import SRC SRC/x", lambda p: ["data", "import", "folder", p["src"], p["src"] / "x"], "lies inside the input"),
-    ("fuse DS --out DS", lambda p: ["fuse", p["ds"], "--out", p["ds"], "--overwrite"], "--out is the input"),
-    ("fuse DS --out DS/x", lambda p: ["fuse", p["ds"], "--out", p["ds"] / "fused"], "lies inside"),
+    ("import SRC SRC", lambda p: ["data", "import", "folder", p["src"], "--out", p["src"]], "DEST is the input"),
+    (
+        "import SRC SRC/x",
+        lambda p: ["data", "import", "folder", p["src"], "--out", p["src"] / "x"],
+        "lies inside the input",
+    ),
+    ("fuse DS --out DS", lambda p: ["fuse", "--data", p["ds"], "--out", p["ds"], "--overwrite"], "--out is the input"),
+    ("fuse DS --out DS/x", lambda p: ["fuse", "--data", p["ds"], "--out", p["ds"] / "fused"], "lies inside"),
     (
         "split DS --out DS",
-        lambda p: ["data", "split", p["ds"], "--out", p["ds"], "--folds", "2", "--fold", "0", "--overwrite"],
+        lambda p: ["data", "split", "--data", p["ds"], "--out", p["ds"], "--folds", "2", "--fold", "0", "--overwrite"],
         "--out is the input",
     ),
-    ("predict --out RUN", lambda p: ["predict", p["run"], "--data", p["ds"], "--out", p["run"]], "is the input"),
-    ("predict --out DS/x", lambda p: ["predict", p["run"], "--data", p["ds"], "--out", p["ds"] / "p"], "lies inside"),
+    (
+        "predict --out RUN",
+        lambda p: ["predict", "--run", p["run"], "--data", p["ds"], "--out", p["run"]],
+        "is the input",
+    ),
+    (
+        "predict --out DS/x",
+        lambda p: ["predict", "--run", p["run"], "--data", p["ds"], "--out", p["ds"] / "p"],
+        "lies inside",
+    ),
     (
         "evaluate --out PRED",
         lambda p: ["evaluate", "--pred", p["pred"], "--data", p["ds"], "--out", p["pred"]],
@@ -176,12 +188,12 @@ OVERLAP_ROWS: list[tuple[str, Args, str]] = [
     ),
     (
         "qa --out MASKS",
-        lambda p: ["qa", "--model", p["run"], "--data", p["ds"], "--masks", p["pred"], "--out", p["pred"]],
+        lambda p: ["qa", "--run", p["run"], "--data", p["ds"], "--masks", p["pred"], "--out", p["pred"]],
         "is the input",
     ),
     (
         "pseudo-label --out PRED",
-        lambda p: ["pseudo-label", p["pred"], "--data", p["ds"], "--out", p["pred"], "--overwrite"],
+        lambda p: ["pseudo-label", "--pred", p["pred"], "--data", p["ds"], "--out", p["pred"], "--overwrite"],
         "is the input",
     ),
     (
@@ -208,14 +220,14 @@ def test_output_through_a_link_to_an_input_is_refused(ds: Path, tmp_path: Path) 
     link = tmp_path / "looks-new"
     link.symlink_to(ds, target_is_directory=True)
     before = checksums(ds)
-    refused(cli("fuse", ds, "--out", link, "--overwrite"), "is the input")
+    refused(cli("fuse", "--data", ds, "--out", link, "--overwrite"), "is the input")
     assert checksums(ds) == before
 
 
 def test_import_into_its_own_source_keeps_the_originals(src: Path) -> None:
     """Bug 1: `data import folder SRC SRC` exited 0 and rewrote the originals (float64 -> float32, 0/255 -> 0/1)."""
     before = checksums(src)
-    refused(cli("data", "import", "folder", src, src), "DEST is the input")
+    refused(cli("data", "import", "folder", src, "--out", src), "DEST is the input")
     assert checksums(src) == before
     assert np.load(src / "images" / "a1.npy").dtype == np.float64
 
@@ -223,15 +235,15 @@ def test_import_into_its_own_source_keeps_the_originals(src: Path) -> None:
 def test_failed_overwrite_keeps_the_previous_dataset(src: Path, tmp_path: Path) -> None:
     """Bug 2: an --overwrite import that fails on a bad file had already deleted the previous dataset."""
     dest = tmp_path / "ds"
-    assert cli("data", "import", "folder", src, dest).code == 0
+    assert cli("data", "import", "folder", src, "--out", dest).code == 0
     before = checksums(dest)
     bad = _folder_source(tmp_path / "bad")
     (bad / "images" / "a2.npy").write_bytes(b"not an array")
-    refused(cli("data", "import", "folder", bad, dest, "--overwrite"), "a2.npy")
+    refused(cli("data", "import", "folder", bad, "--out", dest, "--overwrite"), "a2.npy")
     assert checksums(dest) == before
     assert not list(tmp_path.glob(".ds.*"))
     # a complete import does replace it, and the files are readable by the group (umask 022: 0o644)
-    assert cli("data", "import", "folder", src, dest, "--overwrite").code == 0
+    assert cli("data", "import", "folder", src, "--out", dest, "--overwrite").code == 0
     assert len(Dataset(dest)) == 3
 
 
@@ -240,13 +252,13 @@ def test_fuse_over_its_source_keeps_images_and_labels(ds: Path, tmp_path: Path) 
     copy = tmp_path / "ds"
     shutil.copytree(ds, copy)
     before = checksums(copy)
-    refused(cli("fuse", copy, "--out", copy, "--overwrite"), "--out is the input")
+    refused(cli("fuse", "--data", copy, "--out", copy, "--overwrite"), "--out is the input")
     assert checksums(copy) == before
     # --overwrite of a real earlier fusion replaces it only when the new one is complete
     out = tmp_path / "fused"
-    assert cli("fuse", copy, "--out", out).code == 0
-    refused(cli("fuse", copy, "--out", out), "already exists")
-    assert cli("fuse", copy, "--out", out, "--overwrite", "--method", "mean").code == 0
+    assert cli("fuse", "--data", copy, "--out", out).code == 0
+    refused(cli("fuse", "--data", copy, "--out", out), "already exists")
+    assert cli("fuse", "--data", copy, "--out", out, "--overwrite", "--method", "mean").code == 0
     assert json.loads((out / "fusion.json").read_text(encoding="utf-8"))["method"] == "mean"
 
 
@@ -259,17 +271,17 @@ def test_unsafe_case_ids_are_reported_and_never_written(bad_id: str, ds: Path, r
     manifest["cases"][0]["id"] = bad_id
     (copy / "dataset.json").write_text(json.dumps(manifest), encoding="utf-8")
     before = checksums(tmp_path)
-    check = cli("data", "check", copy)
+    check = cli("data", "check", "--data", copy)
     assert check.code == 1 and f"case id {bad_id!r} must match" in check.output, check.output
-    refused(cli("predict", run, "--data", copy, "--out", copy.parent / "pred", "--split", "all"), "case id")
-    refused(cli("fuse", copy, "--out", copy.parent / "fused"), "case id")
+    refused(cli("predict", "--run", run, "--data", copy, "--out", copy.parent / "pred", "--split", "all"), "case id")
+    refused(cli("fuse", "--data", copy, "--out", copy.parent / "fused"), "case id")
     assert checksums(tmp_path) == before  # nothing written anywhere, inside or outside --out
 
 
 def test_unsafe_rater_id_from_a_file_name_is_reported(tmp_path: Path) -> None:
     src = _folder_source(tmp_path / "src")
     shutil.copy(src / "labels" / "a1_expert.png", src / "labels" / "a1_dr smith.png")
-    refused(cli("data", "import", "folder", src, tmp_path / "ds"), "a1_dr smith.png", "rater id 'dr smith'")
+    refused(cli("data", "import", "folder", src, "--out", tmp_path / "ds"), "a1_dr smith.png", "rater id 'dr smith'")
     no_output(tmp_path / "ds")
 
 
@@ -296,17 +308,17 @@ def test_multiclass_map_among_0_255_masks_is_an_error_naming_the_file(tmp_path: 
     multi = np.zeros((8, 10), np.uint8)
     multi[1:3, 1:3], multi[5:7, 5:7] = 1, 7
     _png(src / "labels" / "a2_resident.png", multi)
-    refused(cli("data", "import", "folder", src, tmp_path / "ds"), "a2_resident.png", "0/255 binary masks")
+    refused(cli("data", "import", "folder", src, "--out", tmp_path / "ds"), "a2_resident.png", "0/255 binary masks")
     no_output(tmp_path / "ds")
     # with the classes given, the rule is clear: 0/255 masks need two classes, so value 255 is out of range
     (src / "classes.txt").write_text("\n".join(["background", *(f"c{i}" for i in range(1, 8))]) + "\n")
-    out = cli("data", "import", "folder", src, tmp_path / "ds")
+    out = cli("data", "import", "folder", src, "--out", tmp_path / "ds")
     refused(out, "3 problem(s) in the folder layout")  # one line per problem follows the error line
     assert "a1_expert.png: label values [255] outside the 8 classes" in out.output
     # every map 0/255: binary, read as 0/1
     (src / "classes.txt").unlink()
     (src / "labels" / "a2_resident.png").unlink()
-    assert cli("data", "import", "folder", src, tmp_path / "ok").code == 0
+    assert cli("data", "import", "folder", src, "--out", tmp_path / "ok").code == 0
     assert Dataset(tmp_path / "ok").class_names == ("background", "foreground")
     assert int(Dataset(tmp_path / "ok").load("a1").raters.max()) == 1
 
@@ -353,11 +365,11 @@ def test_predict_warns_about_an_unfinished_run(run: Path, ds: Path, tmp_path: Pa
     shutil.copytree(run, killed)
     meta = json.loads((killed / "meta.json").read_text(encoding="utf-8"))
     write_json_atomic(killed / "meta.json", {**meta, "status": "running"})
-    out = cli("predict", killed, "--data", ds, "--out", tmp_path / "pred")
+    out = cli("predict", "--run", killed, "--data", ds, "--out", tmp_path / "pred")
     assert out.code == 0, out.output
     said = " ".join(out.output.split())  # the log handler wraps long lines
     assert "training did not finish (meta.json status 'running')" in said and "not the final ones" in said
-    finished = cli("predict", run, "--data", ds, "--out", tmp_path / "pred2")
+    finished = cli("predict", "--run", run, "--data", ds, "--out", tmp_path / "pred2")
     assert finished.code == 0 and "did not finish" not in finished.output
 
 
@@ -365,7 +377,9 @@ def test_predict_warns_about_an_unfinished_run(run: Path, ds: Path, tmp_path: Pa
 def test_cases_csv_row_with_an_extra_cell(tmp_path: Path) -> None:
     src = _folder_source(tmp_path / "src")
     (src / "cases.csv").write_text("case,split\na1,train\na2,val,surplus\na3,test\n", encoding="utf-8")
-    refused(cli("data", "import", "folder", src, tmp_path / "ds"), "cases.csv", "line 3: 3 cells, the header has 2")
+    refused(
+        cli("data", "import", "folder", src, "--out", tmp_path / "ds"), "cases.csv", "line 3: 3 cells, the header has 2"
+    )
     no_output(tmp_path / "ds")
 
 
@@ -380,13 +394,15 @@ def test_predict_on_an_unusable_device(run: Path, ds: Path, tmp_path: Path) -> N
     import torch
 
     device = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
-    refused(cli("predict", run, "--data", ds, "--out", tmp_path / "pred", "--device", device), "--device")
-    refused(cli("predict", run, "--data", ds, "--out", tmp_path / "pred", "--device", "gpu0"), "not a torch device")
+    refused(cli("predict", "--run", run, "--data", ds, "--out", tmp_path / "pred", "--device", device), "--device")
+    refused(
+        cli("predict", "--run", run, "--data", ds, "--out", tmp_path / "pred", "--device", "gpu0"), "not a torch device"
+    )
     no_output(tmp_path / "pred")
 
 
 def test_qa_with_a_run_that_is_not_a_sentinel(run: Path, ds: Path, tmp_path: Path) -> None:
-    out = cli("qa", "--model", run, "--data", ds, "--raters", "--out", tmp_path / "qa")
+    out = cli("qa", "--run", run, "--data", ds, "--raters", "--out", tmp_path / "qa")
     refused(out, "this run is a 'supervised' model, not a sentinel model")
     no_output(tmp_path / "qa")
 
@@ -395,7 +411,17 @@ def test_one_error_line_and_exit_code_from_the_real_entry_point(src: Path) -> No
     """The console script (``labelwise.cli.main:run``), in its own process: one line on stderr, exit code 1."""
     before = checksums(src)
     proc = subprocess.run(
-        [sys.executable, "-c", "from labelwise.cli.main import run; run()", "data", "import", "folder", src, src],
+        [
+            sys.executable,
+            "-c",
+            "from labelwise.cli.main import run; run()",
+            "data",
+            "import",
+            "folder",
+            src,
+            "--out",
+            src,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -409,7 +435,7 @@ def test_one_error_line_and_exit_code_from_the_real_entry_point(src: Path) -> No
 # ------------------------------------------------------------------------------ processes and stale results
 _SLOW_EVALUATION = r"""
 import os, sys, time
-import labelwise.metrics.evaluation as ev
+import labelwise.evaluation.runner as ev
 
 def slow(*args, **kwargs):
     open(os.path.join(sys.argv[3], str(os.getpid())), "w").close()
@@ -461,7 +487,7 @@ def test_interrupted_evaluate_marks_the_old_results_stale(
     ds: Path, pred: Path, evaluation: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An interrupted evaluate into an existing --out left the old results with nothing saying the run failed."""
-    import labelwise.metrics.evaluation as ev
+    import labelwise.evaluation as ev
 
     out = tmp_path / "eval"
     shutil.copytree(evaluation, out)
@@ -494,7 +520,7 @@ def test_created_files_honour_the_umask(umask: int, src: Path, tmp_path: Path) -
     """Every atomically written file got mode 0600 (mkstemp), so a lab group could not read a shared dataset."""
     os.umask(umask)
     dest = tmp_path / "ds"
-    assert cli("data", "import", "folder", src, dest).code == 0
+    assert cli("data", "import", "folder", src, "--out", dest).code == 0
     files = [p for p in dest.rglob("*") if p.is_file()]
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~umask)}
     folders = [dest, *(p for p in dest.rglob("*") if p.is_dir())]

@@ -53,7 +53,7 @@ def _viewer() -> None:
 
 
 def _crf() -> None:
-    from labelwise.methods.crf import CRFConfig, dense_crf
+    from labelwise.postprocess import CRFConfig, dense_crf
 
     image = np.zeros((1, 8, 8), np.float32)
     dense_crf(image, np.full((8, 8), 0.5, np.float32), CRFConfig(backend="pydensecrf"))

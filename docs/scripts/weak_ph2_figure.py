@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt
 
 from labelwise.data import Dataset
 from labelwise.data.domains import prepare_image
-from labelwise.methods.cam import CAMPredictor
-from labelwise.methods.cltn import CLTNPredictor
+from labelwise.methods.cam import CAMMethod
+from labelwise.methods.cltn import CLTNMethod
 
 COLUMNS = ["image", "expert mask", "cltn raw mask", "cltn fused image", "cltn mask", "cam mask"]
 
@@ -31,7 +31,7 @@ def rgb(chw: np.ndarray) -> np.ndarray:
 def main(data: str, cltn_run: str, cam_run: str, out: str) -> None:
     """Write the figure to ``out``."""
     ds = Dataset(data)
-    cltn, cam = CLTNPredictor(cltn_run, "cpu"), CAMPredictor(cam_run, "cpu")
+    cltn, cam = CLTNMethod.load_predictor(cltn_run, "cpu"), CAMMethod.load_predictor(cam_run, "cpu")
     ids = ds.split_ids("val")
     fig, ax = plt.subplots(len(ids), len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.5 * len(ids)), squeeze=False)
     for i, cid in enumerate(ids):

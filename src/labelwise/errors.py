@@ -1,7 +1,10 @@
 """Exceptions shared by every layer.
 
-Every error a user can trigger with bad input derives from :class:`LabelwiseError`; the CLI turns it into one
-line and a non-zero exit code. Messages name the file (or case) and the problem.
+Every error a user can trigger with bad input derives from :class:`LabelwiseError`; the CLI's entry point
+(``labelwise.cli.main.run``) prints it as one ``error: ...`` line and exits with the error's :attr:`exit_code`:
+2 for a usage problem (:class:`ConfigError`, :class:`UsageError`: a bad option value, an unknown split, method or
+prediction option), 1 for a data problem (:class:`DataError`, :class:`MissingExtraError`, failed cases). Messages
+name the file (or case) and the problem.
 """
 
 from __future__ import annotations
@@ -9,12 +12,20 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
-__all__ = ["ConfigError", "DataError", "LabelwiseError", "MissingExtraError", "require_extra"]
+__all__ = ["ConfigError", "DataError", "LabelwiseError", "MissingExtraError", "UsageError", "require_extra"]
 
 
 class LabelwiseError(Exception):
-    """Base class for errors caused by user input (files, configs, arguments)."""
+    """Base class for errors caused by user input (files, configs, arguments).
+
+    Attributes:
+        exit_code: The command line's exit status for this error (1: a data problem; 2: a usage problem).
+
+    """
+
+    exit_code: ClassVar[int] = 1
 
 
 class DataError(LabelwiseError):
@@ -33,7 +44,19 @@ class DataError(LabelwiseError):
 
 
 class ConfigError(LabelwiseError):
-    """A configuration value, CLI option or run directory is invalid or incompatible."""
+    """A configuration value, CLI option or run directory is invalid or incompatible (exit code 2)."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class UsageError(ConfigError):
+    """A command line is wrong: an unknown split, conflicting or missing options, an old and a new spelling at once.
+
+    Example:
+        >>> UsageError("unknown split 'tset'").exit_code
+        2
+
+    """
 
 
 class MissingExtraError(LabelwiseError):

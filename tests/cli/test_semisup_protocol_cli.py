@@ -46,7 +46,9 @@ def test_k_slice_protocol_through_the_cli(tmp_path: Path) -> None:
         run = tmp_path / name
         _invoke("train", "cps", "--data", str(data), "--out", str(run), *smoke, "--set", f"cps_weight={weight}",
                 "--set", f"ct_windows={windows}")  # fmt: skip
-        _invoke("predict", str(run), "--data", str(data), "--split", "all", "--out", str(tmp_path / f"pred_{name}"))
+        _invoke(
+            "predict", "--run", str(run), "--data", str(data), "--split", "all", "--out", str(tmp_path / f"pred_{name}")
+        )
     train = json.loads((tmp_path / "cps" / "plan.json").read_text(encoding="utf-8"))["train_slices"]["vol"]
     meta = json.loads((tmp_path / "cps" / "meta.json").read_text(encoding="utf-8"))
     assert meta["train_slices"] == {"vol": train} and len(train) == 3

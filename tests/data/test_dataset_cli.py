@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tests.cli.helpers import labelwise
 from typer.testing import CliRunner
 
 from labelwise.cli.main import app
@@ -38,13 +39,13 @@ def _hand_written(root: Path) -> Path:
 def test_generic_folder_imports_checks_and_summarises(tmp_path: Path) -> None:
     src = _hand_written(tmp_path / "mydata")
     dest = tmp_path / "ds"
-    res = runner.invoke(app, ["data", "import", "folder", str(src), str(dest)])
+    res = runner.invoke(app, ["data", "import", "folder", str(src), "--out", str(dest)])
     assert res.exit_code == 0, res.output
     assert "imported 3 cases (2D, 2 raters, 2 classes; train 1 / val 1 / test 1)" in res.output
-    res = runner.invoke(app, ["data", "check", str(dest)])
+    res = runner.invoke(app, ["data", "check", "--data", str(dest)])
     assert res.exit_code == 0, res.output
     assert "ok: 3 cases" in res.output
-    res = runner.invoke(app, ["data", "stats", str(dest), "--json", str(tmp_path / "stats.json")])
+    res = runner.invoke(app, ["data", "stats", "--data", str(dest), "--out", str(tmp_path / "stats.json")])
     assert res.exit_code == 0, res.output
     # expert vs resident on lesion01: 12 px each, shifted by one column -> overlap 9 -> Dice 18/24 = 0.75
     assert "mean pairwise inter-rater Dice 0.750" in res.output
@@ -55,15 +56,15 @@ def test_generic_folder_imports_checks_and_summarises(tmp_path: Path) -> None:
 def test_broken_dataset_lists_all_problems_and_exits_1(tmp_path: Path) -> None:
     src = _hand_written(tmp_path / "mydata")
     dest = tmp_path / "ds"
-    assert runner.invoke(app, ["data", "import", "folder", str(src), str(dest)]).exit_code == 0
+    assert runner.invoke(app, ["data", "import", "folder", str(src), "--out", str(dest)]).exit_code == 0
     (dest / "labels" / "lesion02_expert.nii.gz").unlink()
     (dest / "images" / "healthy01.nii.gz").write_bytes(b"garbage")
     manifest = json.loads((dest / "dataset.json").read_text(encoding="utf-8"))
     entry = next(c for c in manifest["cases"] if c["id"] == "lesion01")
     entry["labels"]["resident"] = "../../outside.nii.gz"
     (dest / "dataset.json").write_text(json.dumps(manifest))
-    res = runner.invoke(app, ["data", "check", str(dest)])
-    assert res.exit_code == 1
+    res = labelwise("data", "check", "--data", dest)
+    assert res.code == 1
     out = res.output
     assert "error: 3 problem(s)" in out
     assert "lesion02_expert.nii.gz [case lesion02]: label file of rater expert not found" in out
@@ -75,7 +76,7 @@ def test_broken_folder_import_lists_all_problems(tmp_path: Path) -> None:
     src = _hand_written(tmp_path / "mydata")
     Image.fromarray(np.full((8, 10), 2, np.uint8)).save(src / "labels" / "lesion02_resident.png")
     Image.fromarray(np.zeros((8, 9), np.uint8)).save(src / "labels" / "healthy01_resident.png")
-    res = runner.invoke(app, ["data", "import", "folder", str(src), str(tmp_path / "ds")])
+    res = runner.invoke(app, ["data", "import", "folder", str(src), "--out", str(tmp_path / "ds")])
     assert res.exit_code != 0 and isinstance(res.exception, DataError)
     msg = str(res.exception)
     assert "2 problem(s)" in msg and "lesion02_resident.png: label values [2]" in msg
@@ -88,7 +89,17 @@ def test_cli_run_turns_errors_into_one_line(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "labelwise.cli", "data", "import", "qubiq", str(tmp_path / "nope"), str(tmp_path / "d")],
+        [
+            sys.executable,
+            "-m",
+            "labelwise.cli",
+            "data",
+            "import",
+            "qubiq",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "d"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

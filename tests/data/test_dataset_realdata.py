@@ -14,7 +14,7 @@ from labelwise.cli.main import app
 from labelwise.data import Dataset
 from labelwise.data.check import check_dataset
 from labelwise.data.importers import import_dataset
-from labelwise.data.stats import dataset_stats
+from labelwise.evaluation import dataset_stats
 
 pytestmark = pytest.mark.realdata
 
@@ -27,12 +27,12 @@ def test_qubiq_brain_growth_cli(real_data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     src = real_data / "qubiq_brain_growth" / "brain_growth_alpha.zip"
     dest = tmp_path / "qubiq"
-    res = runner.invoke(app, ["data", "import", "medical-matting", str(src), str(dest)])
+    res = runner.invoke(app, ["data", "import", "medical-matting", str(src), "--out", str(dest)])
     assert res.exit_code == 0, res.output
     assert "imported 39 cases (2D, 7 raters, 2 classes; train 25 / val 6 / test 8)" in res.output
-    res = runner.invoke(app, ["data", "check", str(dest)])
+    res = runner.invoke(app, ["data", "check", "--data", str(dest)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["data", "stats", str(dest), "--json", str(tmp_path / "s.json")])
+    res = runner.invoke(app, ["data", "stats", "--data", str(dest), "--out", str(tmp_path / "s.json")])
     assert res.exit_code == 0, res.output
     assert "39 x 7 raters" in res.output and "mean pairwise inter-rater Dice 0.856" in res.output
     stats = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from labelwise.data import DatasetWriter
-from labelwise.data.stats import dataset_stats, format_stats
+from labelwise.data.stats import dataset_counts
+from labelwise.evaluation import dataset_stats, format_stats
 
 
 def _masks(*boxes: tuple[int, int, int, int], shape=(6, 6)) -> np.ndarray:
@@ -72,3 +74,33 @@ def test_partial_labels_use_labelled_slices_only(tmp_path: Path) -> None:
     s = dataset_stats(tmp_path)
     assert s.class_pairwise_dice[1] == 1.0
     assert s.class_frequency[1] == pytest.approx(8 / 16)
+
+
+def test_data_stats_imports_nothing_above_the_data_floor() -> None:
+    """``data/stats.py`` imported ``labelwise.metrics`` (a floor up) for the inter-rater Dice."""
+    import labelwise.data.stats as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level]
+    allowed = ("labelwise.data", "labelwise.io", "labelwise.errors")
+    inside = [n for n in names if any(n == a or n.startswith(a + ".") for a in allowed)]
+    assert [n for n in names if n.startswith("labelwise") and n not in inside] == []
+
+
+def test_counts_read_each_case_once_and_hand_it_to_the_visitor(tmp_path: Path) -> None:
+    w = DatasetWriter(tmp_path, "p", 3, ("background", "organ"), ("m", "f"))
+    a = np.zeros((2, 2, 4), np.uint8)
+    a[..., 1] = 1
+    a[..., 3] = 1  # outside the labelled slices
+    w.add_case("v", np.ones((1, 2, 2, 4), np.float32), {"m": a}, labelled_slices=(1, 0), split="train")
+    w.add_case("u", np.ones((1, 2, 2, 4), np.float32), None)
+    w.finish()
+    seen: list[tuple[str, tuple[int, ...], list[bool]]] = []
+    c = dataset_counts(
+        tmp_path, visit=lambda case, labels, present: seen.append((case.id, labels.shape, list(present)))
+    )
+    assert sorted(seen) == [("u", (2, 2, 2, 4), [False, False]), ("v", (2, 2, 2, 2), [True, False])]
+    assert c.num_cases == 2 and c.raters_per_case == {0: 1, 1: 1} and c.split_counts["none"] == 1
+    assert c.class_frequency == pytest.approx((0.5, 0.5))  # slices 0 and 1 of rater m: 4 of 8 voxels organ
+    assert "class_pairwise_dice" not in c.to_json()

@@ -97,7 +97,7 @@ def dicom_dataset(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
 def test_export_reads_back_with_highdicom(tmp_path: Path, dicom_dataset) -> None:
     ds_path, pred, preds = dicom_dataset
     out = tmp_path / "seg"
-    res = runner.invoke(app, ["export", "dicom-seg", str(pred), "--data", str(ds_path), "--out", str(out)])
+    res = runner.invoke(app, ["export", "dicom-seg", "--pred", str(pred), "--data", str(ds_path), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert f"wrote 2 DICOM-SEG file(s) to {out}" in res.output
     for case in ORIENTATIONS:
@@ -127,7 +127,7 @@ def test_export_reads_back_with_highdicom(tmp_path: Path, dicom_dataset) -> None
 def test_export_then_import_as_rater_is_the_original(tmp_path: Path, dicom_dataset) -> None:
     ds_path, pred, preds = dicom_dataset
     export_dicom_seg(pred, ds_path, tmp_path / "seg")
-    args = ["data", "import-rater", str(ds_path), str(tmp_path / "seg"), "--name", "model"]
+    args = ["data", "import-rater", str(tmp_path / "seg"), "--data", str(ds_path), "--name", "model"]
     res = runner.invoke(app, [*args, "--dicom", str(ds_path.parent / "src" / "images")])
     assert res.exit_code == 0, res.output
     assert "added rater model (dicom-seg) to 2 cases" in res.output
@@ -139,7 +139,7 @@ def test_export_then_import_as_rater_is_the_original(tmp_path: Path, dicom_datas
 
 def test_export_fused_labels(tmp_path: Path, dicom_dataset) -> None:
     ds_path, _, _ = dicom_dataset
-    assert runner.invoke(app, ["fuse", str(ds_path), "--out", str(tmp_path / "fused")]).exit_code == 0
+    assert runner.invoke(app, ["fuse", "--data", str(ds_path), "--out", str(tmp_path / "fused")]).exit_code == 0
     dicom = ds_path.parent / "src" / "images"
     export_dicom_seg(tmp_path / "fused", tmp_path / "fused", tmp_path / "seg", dicom=dicom)
     seg = hd.seg.segread(tmp_path / "seg" / "ax.dcm")
@@ -158,7 +158,9 @@ def test_series_without_an_instance_is_refused(tmp_path: Path, dicom_dataset) ->
     ds_path, pred, _ = dicom_dataset
     series = ds_path.parent / "src" / "images" / "ax"
     sorted(series.iterdir())[1].unlink()  # one slice of the series is gone
-    res = runner.invoke(app, ["export", "dicom-seg", str(pred), "--data", str(ds_path), "--out", str(tmp_path / "seg")])
+    res = runner.invoke(
+        app, ["export", "dicom-seg", "--pred", str(pred), "--data", str(ds_path), "--out", str(tmp_path / "seg")]
+    )
     assert res.exit_code == 1
     message = str(res.exception)
     assert message.startswith(f"{series}: series has 3 instances but the label map has 4 slices; no instance for")

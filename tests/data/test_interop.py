@@ -95,7 +95,7 @@ def _same_case(a: Dataset, b: Dataset, case: str, raters: dict[str, str] | None 
 
 def test_nnunet_import_keeps_channels_geometry_raters_and_splits(tmp_path: Path) -> None:
     src = _nnunet(tmp_path)
-    res = runner.invoke(app, ["data", "import", "nnunet", str(src), str(tmp_path / "ds")])
+    res = runner.invoke(app, ["data", "import", "nnunet", str(src), "--out", str(tmp_path / "ds")])
     assert res.exit_code == 0, res.output
     assert "imported 4 cases (3D, 2 raters, 3 classes; train 3 / val 0 / test 1)" in res.output
     ds = Dataset(tmp_path / "ds")
@@ -116,11 +116,11 @@ def test_nnunet_import_keeps_channels_geometry_raters_and_splits(tmp_path: Path)
 
 def test_nnunet_rater_mapping_option(tmp_path: Path) -> None:
     src = _nnunet(tmp_path)
-    args = ["data", "import", "nnunet", str(src), str(tmp_path / "ds"), "--raters", "labelsTr=expert"]
+    args = ["data", "import", "nnunet", str(src), "--out", str(tmp_path / "ds"), "--raters", "labelsTr=expert"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert Dataset(tmp_path / "ds").rater_ids == ("expert",)  # only the named folder
-    res = runner.invoke(app, ["data", "import", "folder", str(src), str(tmp_path / "x"), "--raters", "a=b"])
+    res = runner.invoke(app, ["data", "import", "folder", str(src), "--out", str(tmp_path / "x"), "--raters", "a=b"])
     assert isinstance(res.exception, ConfigError)
 
 
@@ -225,7 +225,19 @@ def _labelwise_dataset(root: Path) -> Path:
 
 def test_export_import_round_trip_is_lossless(tmp_path: Path) -> None:
     ds_path = _labelwise_dataset(tmp_path / "ds")
-    args = ["data", "export", "nnunet", str(ds_path), str(tmp_path / "raw"), "--labels", "rater:expert", "--id", "7"]
+    args = [
+        "data",
+        "export",
+        "nnunet",
+        "--data",
+        str(ds_path),
+        "--out",
+        str(tmp_path / "raw"),
+        "--labels",
+        "rater:expert",
+        "--id",
+        "7",
+    ]
     res = runner.invoke(app, [*args, "--keep-raters", "--channel-names", "CT"])
     assert res.exit_code == 0, res.output
     folder = tmp_path / "raw" / "Dataset007_tiny_set"
@@ -237,7 +249,7 @@ def test_export_import_round_trip_is_lossless(tmp_path: Path) -> None:
     assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["c2_0000.nii.gz"]
     assert (folder / "labelsTr_fast" / "c1.nii.gz").is_file() and (folder / "labelsTs" / "c2.nii.gz").is_file()
     assert not list((tmp_path / "raw").glob(".*"))  # no temporary folder left
-    res = runner.invoke(app, ["data", "import", "nnunet", str(folder), str(tmp_path / "back")])
+    res = runner.invoke(app, ["data", "import", "nnunet", str(folder), "--out", str(tmp_path / "back")])
     assert res.exit_code == 0, res.output
     a, b = Dataset(ds_path), Dataset(tmp_path / "back")
     assert b.name == a.name and b.class_names == a.class_names and set(b.rater_ids) == set(a.rater_ids)
@@ -266,18 +278,43 @@ def test_export_refuses_to_overwrite_and_taken_ids(tmp_path: Path) -> None:
 
 def test_export_fused_labels_of_a_fuse_output(tmp_path: Path) -> None:
     ds_path = _labelwise_dataset(tmp_path / "ds")
-    res = runner.invoke(app, ["fuse", str(ds_path), "--out", str(tmp_path / "fused"), "--method", "majority"])
+    res = runner.invoke(app, ["fuse", "--data", str(ds_path), "--out", str(tmp_path / "fused"), "--method", "majority"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(
         app,
-        ["data", "export", "nnunet", str(tmp_path / "fused"), str(tmp_path / "raw"), "--labels", "fused", "--id", "3"],
+        [
+            "data",
+            "export",
+            "nnunet",
+            "--data",
+            str(tmp_path / "fused"),
+            "--out",
+            str(tmp_path / "raw"),
+            "--labels",
+            "fused",
+            "--id",
+            "3",
+        ],
     )
     assert res.exit_code == 0, res.output
     folder = next((tmp_path / "raw").iterdir())
     fused = Dataset(tmp_path / "fused")["c0"]
     np.testing.assert_array_equal(np.asarray(nib.load(str(folder / "labelsTr" / "c0.nii.gz")).dataobj), fused.raters[0])
     res = runner.invoke(
-        app, ["data", "export", "nnunet", str(ds_path), str(tmp_path / "raw2"), "--labels", "fused", "--id", "3"]
+        app,
+        [
+            "data",
+            "export",
+            "nnunet",
+            "--data",
+            str(ds_path),
+            "--out",
+            str(tmp_path / "raw2"),
+            "--labels",
+            "fused",
+            "--id",
+            "3",
+        ],
     )
     assert res.exit_code == 1 and "needs a `labelwise fuse` output" in str(res.exception)
 
@@ -307,7 +344,19 @@ def test_export_reviewed_through_the_viewer_store(tmp_path: Path) -> None:
     fixed = np.zeros(SHAPE[:2], np.int16)
     fixed[0:2, 0:2] = 1
     ReviewStore(ds_path).save_slices("c1", case.raters[0], "rater/expert", {2: fixed}, case.spacing_mm, case.affine)
-    args = ["data", "export", "nnunet", str(ds_path), str(tmp_path / "raw"), "--labels", "reviewed", "--id", "11"]
+    args = [
+        "data",
+        "export",
+        "nnunet",
+        "--data",
+        str(ds_path),
+        "--out",
+        str(tmp_path / "raw"),
+        "--labels",
+        "reviewed",
+        "--id",
+        "11",
+    ]
     res = runner.invoke(app, [*args, "--fallback", "rater:expert"])
     assert res.exit_code == 0, res.output
     lab = np.asarray(nib.load(str(tmp_path / "raw" / "Dataset011_tiny_set" / "labelsTr" / "c1.nii.gz")).dataobj)
@@ -321,7 +370,7 @@ def test_export_reviewed_through_the_viewer_store(tmp_path: Path) -> None:
 def test_nnunet_missing_channel_file(tmp_path: Path) -> None:
     src = _nnunet(tmp_path)
     (src / "imagesTr" / "tiny_002_0001.nii.gz").unlink()
-    res = runner.invoke(app, ["data", "import", "nnunet", str(src), str(tmp_path / "ds")])
+    res = runner.invoke(app, ["data", "import", "nnunet", str(src), "--out", str(tmp_path / "ds")])
     assert res.exit_code == 1
     assert isinstance(res.exception, DataError)
     assert str(res.exception) == (
@@ -389,7 +438,7 @@ def test_import_rater_from_nifti_predictions(tmp_path: Path) -> None:
         _save(pred / f"c{i}.nii.gz", np.roll(_label(i), 1, axis=2))
     (pred / "plans.json").write_text("{}")  # nnU-Net prediction folders hold these
     _save(pred / "c99.nii.gz", _label(0))  # not a case of the dataset: warned, skipped
-    res = runner.invoke(app, ["data", "import-rater", str(ds_path), str(pred), "--name", "model"])
+    res = runner.invoke(app, ["data", "import-rater", str(pred), "--data", str(ds_path), "--name", "model"])
     assert res.exit_code == 0, res.output
     assert "added rater model (nifti) to 3 cases" in res.output and "c99.nii.gz" in res.output
     ds = Dataset(ds_path)
@@ -413,7 +462,7 @@ def test_import_rater_missing_cases_refused_then_allowed(tmp_path: Path) -> None
     pred = tmp_path / "pred"
     _save(pred / "c0.nii.gz", _label(0))
     files_before = sorted(p.name for p in (ds_path / "labels").iterdir())
-    res = runner.invoke(app, ["data", "import-rater", str(ds_path), str(pred), "--name", "model"])
+    res = runner.invoke(app, ["data", "import-rater", str(pred), "--data", str(ds_path), "--name", "model"])
     assert res.exit_code == 1
     assert (
         str(res.exception)
@@ -458,7 +507,7 @@ def test_import_rater_totalsegmentator_structures(tmp_path: Path) -> None:
         _save(ts / f"c{i}" / "liver.nii.gz", (lab == 1).astype(np.uint8))
         _save(ts / f"c{i}" / "Spleen.nii.gz", (lab == 2).astype(np.uint8))
         _save(ts / f"c{i}" / "kidney_left.nii.gz", np.zeros(SHAPE, np.uint8))  # no such class: skipped
-    res = runner.invoke(app, ["data", "import-rater", str(ds_path), str(ts), "--name", "ts"])
+    res = runner.invoke(app, ["data", "import-rater", str(ts), "--data", str(ds_path), "--name", "ts"])
     assert res.exit_code == 0, res.output
     assert (
         "(totalsegmentator)" in res.output and "skipped 1 structure(s) that match no class: kidney_left" in res.output
@@ -477,11 +526,11 @@ def test_import_rater_then_qa_raters_scores_it(tmp_path: Path) -> None:
     from labelwise.quality import run_qa
 
     src = _nnunet(tmp_path, channels=1, test=False)
-    assert runner.invoke(app, ["data", "import", "nnunet", str(src), str(tmp_path / "ds")]).exit_code == 0
+    assert runner.invoke(app, ["data", "import", "nnunet", str(src), "--out", str(tmp_path / "ds")]).exit_code == 0
     pred = tmp_path / "pred"
     for i in range(3):
         _save(pred / f"tiny_00{i + 1}.nii.gz", np.roll(_label(i), 1, axis=0))
-    args = ["data", "import-rater", str(tmp_path / "ds"), str(pred), "--name", "model", "--format", "nifti"]
+    args = ["data", "import-rater", str(pred), "--data", str(tmp_path / "ds"), "--name", "model", "--format", "nifti"]
     assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(
         app, ["train", "sentinel", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--preset", "smoke"]

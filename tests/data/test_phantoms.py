@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -153,3 +154,28 @@ def test_random_rater_styles_are_seeded_and_recorded(tmp_path: Path) -> None:
     assert read_phantom_info(ds.root)["rater_styles"][0]["bias_mm"] == a[0].bias_mm
     with pytest.raises(ConfigError):
         random_rater_styles(-1)
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_phantoms_are_bit_identical_to_the_recorded_ones(tmp_path: Path) -> None:
+    """Hashes recorded before phantoms.py became a package (and its signed distance moved to data/geometry).
+
+    A change here changes every phantom dataset, demo and recorded result; update the hashes only on purpose.
+    """
+    p2 = make_phantom(3, shape=(32, 32), raters=6, structures="organ+lesion", lesion=True)
+    assert _digest(p2.image, p2.truth, p2.raters) == "ce2d57c86b7d95bf"
+    p3 = make_phantom(5, spatial_dims=3, shape=(16, 16, 8), raters=4, structures="lesion", lesion=True)
+    assert _digest(p3.image, p3.truth, p3.raters) == "6ef670153aa6f95f"
+    ds = make_phantom_dataset(tmp_path / "ph", n_cases=4, raters=3, shape=(24, 24), missing_rater_fraction=0.3, seed=1)
+    arrays = [a for cid in ds.ids for a in (ds.load(cid).image, ds.load(cid).raters)]
+    assert _digest(*arrays) == "ce6db9da6dc61285"
+    info = (tmp_path / "ph" / "phantoms.json").read_text(encoding="utf-8")
+    assert hashlib.sha256(info.encode()).hexdigest()[:16] == "98bead3ca318442d"

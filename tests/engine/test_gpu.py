@@ -55,7 +55,7 @@ def test_supervised_trains_and_predicts_on_cuda_like_on_cpu(tmp_path: Path) -> N
     preds = {}
     for device in ("cuda", "cpu"):
         out = tmp_path / f"pred_{device}"
-        args = ["predict", str(run), "--data", str(data.root), "--out", str(out), "--device", device]
+        args = ["predict", "--run", str(run), "--data", str(data.root), "--out", str(out), "--device", device]
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, res.output
         preds[device] = read_prediction(out, "case04", 2).probs

@@ -7,7 +7,7 @@ import pytest
 
 from labelwise.data.phantoms import make_phantom
 from labelwise.errors import ConfigError, DataError
-from labelwise.labels import FusionResult, fuse, fusion_rules, majority_vote, soft_mean, staple
+from labelwise.labels import FusionResult, fuse, fusion_rules, majority_vote, soft_mean, staple, strict_majority
 from labelwise.registry import Registry
 
 # 3 raters x 5 voxels; votes for class 1 per voxel: 1, 1, 2, 3, 1
@@ -158,3 +158,17 @@ def test_registry_lists_rules_and_fuse_dispatches() -> None:
         fuse("median", THREE)
     with pytest.raises(ValueError, match="twice"):
         fusion_rules.register("majority")(lambda *a, **k: None)  # type: ignore[arg-type,return-value]
+
+
+def test_strict_majority_is_a_different_rule_under_a_different_name() -> None:
+    """``metrics/evaluation.py`` had a stricter vote under the fusion rule's name ``majority_vote``."""
+    one_voxel = np.array([[1], [1], [2], [3], [0]])  # class 1 leads with 2 of 5 votes: a plurality, no majority
+    assert majority_vote(one_voxel).tolist() == [1]
+    assert strict_majority(one_voxel, 4).tolist() == [0]
+    r = np.array([[1, 1, 0, 2], [1, 0, 0, 2], [0, 0, 2, 1]])
+    assert strict_majority(r, 3).tolist() == [1, 0, 0, 2]
+    assert strict_majority(r, 3).dtype == np.int16
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4, 5):  # on binary maps the two rules agree (ties go to background under both)
+        binary = rng.integers(0, 2, size=(n, 50))
+        assert (strict_majority(binary, 2) == majority_vote(binary)).all()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from labelwise import metrics
 from labelwise.data.phantoms import make_phantom
 from labelwise.errors import ConfigError, DataError
 from labelwise.labels import (
@@ -15,7 +16,6 @@ from labelwise.labels import (
     apply_perturbation,
     boundary_noise,
     class_swap,
-    dice_score,
     drop_components,
     erode_dilate,
     holes,
@@ -141,7 +141,7 @@ def test_sampler_covers_dice_evenly_and_replays() -> None:
     for c in cands:
         assert c.mask.dtype == np.bool_
         assert (replay(mask, c.perturbations) == c.mask).all()
-        assert dice_score(mask, c.mask) == pytest.approx(c.dice)
+        assert metrics.dice(mask, c.mask) == pytest.approx(c.dice)
     assert {c.perturbations[-1].kind for c in cands} >= {"erode_dilate", "shift", "truncate", "boundary_noise"}
     again = sample_candidates(mask, 100, seed=3)
     assert all((a.mask == b.mask).all() for a, b in zip(cands, again, strict=True))

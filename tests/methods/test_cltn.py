@@ -1,4 +1,4 @@
-"""CLTN method: training without masks through the CLI, the GAN step, config checks, slice-level CT datasets."""
+"""CLTN method: training without masks through the CLI, the GAN step, config checks, gating."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from tests.methods.weakdata import make_weak_dataset
 from typer.testing import CliRunner
 
 from labelwise.cli.main import app
-from labelwise.data import Dataset, DatasetWriter
-from labelwise.data.domains import DomainConfig, write_slice_label_dataset
+from labelwise.data import Dataset
+from labelwise.data.domains import DomainConfig
 from labelwise.errors import ConfigError, DataError
 from labelwise.methods.cltn import CLTNConfig, CLTNTask, build_cltn
 
@@ -33,7 +33,9 @@ def test_cltn_trains_without_masks_and_predicts_through_the_cli(tmp_path: Path) 
     assert meta["status"] == "finished" and meta["steps"] == 2
     log = (tmp_path / "run" / "logs" / "train.csv").read_text(encoding="utf-8").splitlines()
     assert "mask_a" in log[0] and len(log) == 3
-    res = runner.invoke(app, ["predict", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "pred")])
+    res = runner.invoke(
+        app, ["predict", "--run", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "pred")]
+    )
     assert res.exit_code == 0, res.output
     from labelwise.methods import load_run
 
@@ -99,27 +101,6 @@ def test_cltn_rejects_a_dataset_without_a_lesion_class(tmp_path: Path) -> None:
     data = make_weak_dataset(tmp_path / "d", n_lesion=0, n_normal=4)
     with pytest.raises(DataError, match="only one class present"):
         train("cltn", data, tmp_path / "run", preset="smoke")
-
-
-def test_slice_label_dataset_from_a_volume(tmp_path: Path) -> None:
-    vol = np.zeros((1, 6, 5, 20), np.float32)
-    lab = np.zeros((6, 5, 20), np.int16)
-    lab[2:4, 1:3, 5:9] = 7  # the structure occupies slices z = 5..8
-    lab[0, 0, 15] = 3  # another structure
-    w = DatasetWriter(tmp_path / "vol", "v", 3, ("background", "a", "b"), rater_ids=("r",))
-    w.add_case("ct", vol, {"r": lab})
-    w.finish()
-    dest = write_slice_label_dataset(Dataset(tmp_path / "vol"), tmp_path / "slices", structure=[7], axis=2, block=4)
-    ds = Dataset(dest)
-    assert len(ds) == 20 and ds.spatial_dims == 2
-    labels = {r.id: r.image_labels["lesion"] for r in ds.manifest.cases}
-    assert [z for z in range(20) if labels[f"ct_s{z:03d}"]] == [5, 6, 7, 8]
-    splits = {r.id: r.split for r in ds.manifest.cases}
-    assert splits["ct_s004"] == "test" and splits["ct_s012"] == "val" and splits["ct_s000"] == "train"
-    case = ds.load("ct_s006")
-    assert case.image.shape == (1, 6, 5) and int(case.raters[0].sum()) == 4
-    with pytest.raises(DataError, match="need both kinds"):
-        write_slice_label_dataset(Dataset(tmp_path / "vol"), tmp_path / "none", structure=[9], axis=2)
 
 
 def test_cltn_gating_and_the_reconstruction_branch(tmp_path: Path) -> None:

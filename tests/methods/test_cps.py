@@ -110,3 +110,55 @@ def test_ct_windows_needs_one_channel(tmp_path: Path) -> None:
     cfg = load_method_config(method, preset="smoke", overrides=["ct_windows=true", "train.progress=false"])
     with pytest.raises(DataError, match="one-channel"):
         method.fit(Dataset(tmp_path / "ds"), cfg, tmp_path / "run")
+
+
+def as_rank(monkeypatch: pytest.MonkeyPatch, rank: int) -> list[dict[str, object]]:
+    """Run this process as DDP rank ``rank`` (no process group: world size 1); returns the ``meta.json`` writes."""
+    import labelwise.engine.distributed
+    import labelwise.engine.trainer
+    import labelwise.methods.base
+    from labelwise.engine import RunDir
+    from labelwise.engine.distributed import DistInfo
+
+    info = DistInfo(rank=rank, world_size=1)
+    for module in (labelwise.engine.distributed, labelwise.engine.trainer, labelwise.methods.base):
+        monkeypatch.setattr(module, "init_distributed", lambda: info)
+    writes: list[dict[str, object]] = []
+    real = RunDir.write_meta
+
+    def spy(self: RunDir, **fields: object) -> None:
+        writes.append(fields)
+        real(self, **fields)
+
+    monkeypatch.setattr(RunDir, "write_meta", spy)
+    return writes
+
+
+def run_files(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory (relative path -> bytes), to check that nothing was rewritten."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_only_rank_0_writes_meta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug (issue 16): cps wrote meta.json from every DDP rank. Rank 1 of a finished run writes nothing."""
+    ds = _volume_dataset(tmp_path / "ds")
+    method = get_method("cps")
+    cfg = load_method_config(method, preset="smoke", overrides=["train_slices=2", "train.progress=false"])
+    method.fit(ds, cfg, tmp_path / "run")
+    before = run_files(tmp_path / "run")
+    writes = as_rank(monkeypatch, 1)
+    method.fit(ds, cfg, tmp_path / "run")
+    assert writes == []
+    assert run_files(tmp_path / "run") == before
+
+
+def test_unknown_prediction_option_is_one_error(tmp_path: Path) -> None:
+    """Bug (issue 16): predictors silently ignored options they do not take."""
+    ds = _volume_dataset(tmp_path / "ds")
+    method = get_method("cps")
+    cfg = load_method_config(method, preset="smoke", overrides=["train_slices=2", "train.progress=false"])
+    method.fit(ds, cfg, tmp_path / "run")
+    _, _, predictor = load_run(tmp_path / "run", "cpu")
+    with pytest.raises(ConfigError, match=r"method 'cps' takes no prediction option 'samples'; it takes: tta"):
+        predictor.predict(ds["v"], samples=3)
+    assert predictor.predict(ds["v"], tta=True).probs.shape == (2, 16, 16, 10)

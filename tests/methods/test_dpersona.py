@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,40 @@ def test_two_stages_in_one_run_dir_and_resume_is_a_no_op(trained: tuple[Path, Pa
 
     before = load_file(run / "weights.safetensors")
     stamps = {s: (run / s / "checkpoint.safetensors").stat().st_mtime_ns for s in ("stage1", "stage2")}
+    artifacts = {n: (run / n).stat().st_mtime_ns for n in ("raters.json", "plan.json")}
     method = get_method("dpersona")
     cfg = load_method_config(method, run / "config.yaml")
     method.fit(Dataset(ds_path), cfg, run)  # both stages already finished: nothing is retrained
     after = load_file(run / "weights.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert stamps == {s: (run / s / "checkpoint.safetensors").stat().st_mtime_ns for s in ("stage1", "stage2")}
+    assert artifacts == {n: (run / n).stat().st_mtime_ns for n in ("raters.json", "plan.json")}  # written once
+
+
+def test_meta_records_both_stages_and_the_raters(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+    assert meta["status"] == "finished" and meta["rater_ids"] == [f"r{j}" for j in range(R)]
+    assert set(meta["stage1"]) == {"best_epoch", "val_metrics", "steps"} and "neg_ged" in meta["stage1"]["val_metrics"]
+    assert "persona_dice" in meta["val_metrics"]
+    assert meta["steps"] == meta["stage1"]["steps"] + 6  # stage II: 2 epochs x 3 steps (smoke)
+
+
+def test_an_option_dpersona_does_not_take_is_one_config_error(trained: tuple[Path, Path]) -> None:
+    ds_path, run = trained
+    case = Dataset(ds_path)["case_test"]
+    _, _, pred = load_run(run, "cpu")
+    with pytest.raises(
+        ConfigError, match=r"^method 'dpersona' takes no prediction option 'rater_weights'; it takes: samples, seed$"
+    ):
+        pred.predict(case, rater_weights="1,0,0,0")
+    with pytest.raises(ConfigError, match="samples must be >= 1"):
+        pred.options(samples=0)
 
 
 def test_cli_predict_samples_and_rater_maps(trained: tuple[Path, Path], tmp_path: Path) -> None:
     ds, run = trained
-    res = _cli("predict", str(run), "--data", str(ds), "--out", str(tmp_path / "p"), "--samples", "3")
+    res = _cli("predict", "--run", str(run), "--data", str(ds), "--out", str(tmp_path / "p"), "--samples", "3")
     assert res.exit_code == 0, res.output
     pred = read_prediction(tmp_path / "p", "case_test", 2)
     assert pred.samples is not None and pred.samples.shape == (3, 16, 16)
@@ -139,3 +163,5 @@ def test_prob_unet_predicts_samples_without_rater_maps(tmp_path: Path) -> None:
     _, _, pred = load_run(tmp_path / "run", "cpu")
     p = pred.predict(ds["case_test"], samples=2)
     assert p.raters is None and p.samples is not None and p.samples.shape == (2, 16, 16)
+    with pytest.raises(ConfigError, match="method 'prob-unet' takes no prediction option 'tta'"):
+        pred.predict(ds["case_test"], tta=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from labelwise.cli.main import app
 from labelwise.data import Dataset
 from labelwise.engine.planner import Plan
 from labelwise.errors import ConfigError, DataError
-from labelwise.methods import load_run
+from labelwise.methods import get_method, load_method_config, load_run
 from labelwise.methods.mrnet import MRNetConfig, MRNetTask
 from labelwise.models.mrnet import MRNet
 
@@ -53,6 +54,7 @@ def test_cli_train_and_predict_with_rater_weights(trained: tuple[Path, Path], tm
     weights = ",".join(["0.5", "0.5"] + ["0"] * (R - 2))
     res = _cli(
         "predict",
+        "--run",
         str(run),
         "--data",
         str(ds),
@@ -71,7 +73,9 @@ def test_cli_train_and_predict_with_rater_weights(trained: tuple[Path, Path], tm
 @pytest.mark.parametrize("weights", ["0.5,0.5", ",".join(["0.2"] * R), "x,y"])
 def test_cli_rejects_bad_rater_weights(trained: tuple[Path, Path], tmp_path: Path, weights: str) -> None:
     ds, run = trained
-    res = _cli("predict", str(run), "--data", str(ds), "--out", str(tmp_path / "p"), "--rater-weights", weights)
+    res = _cli(
+        "predict", "--run", str(run), "--data", str(ds), "--out", str(tmp_path / "p"), "--rater-weights", weights
+    )
     assert res.exit_code != 0
     assert isinstance(res.exception, ConfigError)
 
@@ -95,6 +99,42 @@ def test_predictor_outputs_weightings_and_reload(trained: tuple[Path, Path]) -> 
         pred.predict(case, rater_weights=[0.5] * R)
 
 
+def test_an_option_mrnet_does_not_take_is_one_config_error(trained: tuple[Path, Path]) -> None:
+    ds_path, run = trained
+    case = Dataset(ds_path)["case_test"]
+    _, _, pred = load_run(run, "cpu")
+    with pytest.raises(
+        ConfigError, match=r"^method 'mrnet' takes no prediction option 'samples'; it takes: rater_weights$"
+    ):
+        pred.predict(case, samples=4)
+
+
+def test_rater_weights_are_validated_once_by_options(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    _, _, pred = load_run(run, "cpu")
+    with pytest.raises(ConfigError, match=f"{R} raters"):
+        pred.options(rater_weights="0.5,0.5")
+    with pytest.raises(ConfigError, match="comma-separated"):
+        pred.options(rater_weights="x,y")
+    with pytest.raises(ConfigError, match="sum to 1"):
+        pred.options(rater_weights=[0.2] * R)
+    opts = pred.options(rater_weights=",".join(["0.5", "0.5"] + ["0"] * (R - 2)))
+    assert opts.rater_weights == (0.5, 0.5) + (0.0,) * (R - 2)
+    assert pred.options().rater_weights is None  # the config's weighting (uniform) at prediction
+
+
+def test_resume_rewrites_no_run_artifact_and_meta_records_the_raters(trained: tuple[Path, Path]) -> None:
+    ds_path, run = trained
+    names = ("raters.json", "plan.json", "weights.safetensors")
+    stamps = {n: (run / n).stat().st_mtime_ns for n in names}
+    method = get_method("mrnet")
+    method.fit(Dataset(ds_path), load_method_config(method, run / "config.yaml"), run)
+    assert stamps == {n: (run / n).stat().st_mtime_ns for n in names}
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+    assert meta["status"] == "finished" and meta["rater_ids"] == [f"r{j}" for j in range(R)]
+    assert meta["train_cases"] == 5 and meta["val_cases"] == 1  # the unrated case counts, as before
+
+
 def test_unknown_rater_at_prediction_is_an_error(trained: tuple[Path, Path]) -> None:
     ds_path, run = trained
     case = Dataset(ds_path)["case_test"]
@@ -107,7 +147,7 @@ def test_unknown_rater_at_prediction_is_an_error(trained: tuple[Path, Path]) -> 
 
 
 def test_unrated_training_case_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from labelwise.methods._multirater import training_arrays
+    from labelwise.methods.multirater import training_arrays
 
     ds = multirater_discs(tmp_path / "ds", raters=3)
     plan = Plan(2, 2, 1, ("background", "disc"), (16, 16), (1.0, 1.0), (16, 16), (), False)
@@ -125,7 +165,7 @@ def test_unrated_training_case_is_skipped_with_a_warning(tmp_path: Path, caplog:
 def test_no_rated_training_case_is_a_data_error(tmp_path: Path) -> None:
     from labelwise.data import DatasetWriter
     from labelwise.engine.planner import ChannelNorm
-    from labelwise.methods._multirater import training_arrays
+    from labelwise.methods.multirater import training_arrays
 
     w = DatasetWriter(tmp_path / "ds", "x", 2, ("background", "fg"), ["a", "b"])
     w.add_case("c0", np.zeros((1, 8, 8), np.float32), {}, split="train")

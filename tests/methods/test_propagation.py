@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.methods.test_cps import as_rank, run_files
 
 from labelwise.data import Dataset, DatasetWriter
 from labelwise.errors import ConfigError, DataError
@@ -210,7 +212,7 @@ def test_method_fit_predict_labelled_anchors_and_cli(tmp_path: Path) -> None:
     sparse[..., 5] = lab[..., 5]
     write_label(tmp_path / "lab.nii.gz", sparse, (1.0, 1.0, 1.0))
     runner = CliRunner()
-    for extra in ([], ["--model", str(tmp_path / "run")]):
+    for extra in ([], ["--run", str(tmp_path / "run")]):
         out = tmp_path / f"out{len(extra)}.nii.gz"
         r = runner.invoke(
             app,
@@ -246,7 +248,7 @@ def test_method_fit_predict_labelled_anchors_and_cli(tmp_path: Path) -> None:
     assert isinstance(r.exception, DataError) and "out of range" in str(r.exception)
 
 
-def test_method_reference_anchors_on_a_volume(tmp_path: Path) -> None:
+def test_method_reference_anchors_on_a_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from labelwise.methods import get_method, load_method_config, load_run
 
     ds = _partial_dataset(tmp_path / "ds")
@@ -258,3 +260,15 @@ def test_method_reference_anchors_on_a_volume(tmp_path: Path) -> None:
     pred = predictor.predict(ds["v"])
     assert pred.probs.shape == (2, 16, 16, 12)
     np.testing.assert_allclose(pred.probs.sum(0), 1.0, atol=1e-4)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["status"] == "finished" and set(meta["stages"]) == {"reference", "main"}
+    # rank 1 of the same (finished) run trains nothing more and writes nothing (issue 16: every rank wrote meta)
+    before = run_files(tmp_path / "run")
+    writes = as_rank(monkeypatch, 1)
+    method.fit(ds, cfg, tmp_path / "run")
+    assert writes == []
+    assert run_files(tmp_path / "run") == before
+    # an option the method does not take is one error naming the ones it takes (issue 16: silently ignored)
+    with pytest.raises(ConfigError, match=r"'propagation' takes no prediction option 'samples'; it takes: "):
+        predictor.predict(ds["v"], samples=2)
+    assert predictor.predict(ds["v"], tta=True, training_free=True).probs.shape == (2, 16, 16, 12)

@@ -36,13 +36,14 @@ def test_qubiq_supervised_short_training_beats_floor(real_data: Path, tmp_path: 
             "import",
             "medical-matting",
             str(real_data / "qubiq_brain_growth" / "brain_growth_alpha.zip"),
+            "--out",
             str(data),
         ]
     )
     schedule = ["train.epochs=8", "train.steps_per_epoch=25", "train.batch_size=8", "train.val_every=2"]
     sets = [a for s in [*schedule, "train.progress=false", "target=majority", "tta=false"] for a in ("--set", s)]
     _ok(["train", "supervised", "--data", str(data), "--out", str(run), *sets])
-    _ok(["predict", str(run), "--data", str(data), "--split", "test", "--out", str(pred)])
+    _ok(["predict", "--run", str(run), "--data", str(data), "--split", "test", "--out", str(pred)])
     _ok(["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(ev), "--n-bootstrap", "0"])
     summary = json.loads((ev / "summary.json").read_text())
     (brain,) = summary["metrics"]["dice"].values()  # one foreground class

@@ -19,17 +19,14 @@ from labelwise.methods.sentinel import (
     as_binary,
     build_candidates,
     crop_input,
-    dice,
     heldout_slices,
     intensity_unit,
-    mse_weights,
     perturb_mask,
-    ranking_loss,
     reference_map,
     score_label_map,
-    sentinel_loss,
     slice_indices,
 )
+from labelwise.metrics import dice
 
 
 def _disc(h: int = 32, w: int = 32, r: float = 8, cy: float = 16, cx: float = 16) -> np.ndarray:
@@ -46,7 +43,7 @@ def test_dice_conventions_by_hand() -> None:
     assert dice(a, b) == 0.0
     b[0, 1:4] = True  # 3 px, overlap 1 -> 2*1/5
     assert dice(a, b) == pytest.approx(0.4)
-    with pytest.raises(DataError, match="shapes differ"):
+    with pytest.raises(DataError, match="differs from"):
         dice(a, b[:3])
 
 
@@ -93,35 +90,18 @@ def test_slice_indices_even_spacing_and_empty() -> None:
     assert slice_indices(np.zeros((2, 2, 5), bool), 3) == []
 
 
+def test_slice_indices_one_slice_is_the_middle_of_the_structure() -> None:
+    # k = 1 is labelwise.data.slices.evenly_spaced's middle item, not the structure's first (edge) slice
+    m = np.zeros((4, 4, 30), bool)
+    m[1, 1, 5:26] = True  # slices 5..25: the middle is 15
+    assert slice_indices(m, 1) == [15]
+    assert slice_indices(m, 1, allowed=[6, 7, 8]) == [7]
+
+
 def test_heldout_slices_alternating_blocks() -> None:
     train, held = heldout_slices(range(10, 22), 3)
     assert train == [10, 11, 12, 16, 17, 18] and held == [13, 14, 15, 19, 20, 21]
     assert heldout_slices([3, 1, 2], 0) == ([1, 2, 3], [])
-
-
-# ------------------------------------------------------------------ losses
-def test_mse_weights_bins() -> None:
-    y = torch.tensor([0.0, 0.3, 0.31, 0.5, 0.69, 0.9, 0.95, 1.0])
-    w = mse_weights(y, (0.3, 0.5, 0.7, 0.9, 1.0), (7, 5, 3, 2, 1))
-    assert w.tolist() == [7, 7, 5, 5, 3, 2, 1, 1]
-
-
-def test_ranking_loss_by_hand() -> None:
-    y = torch.tensor([1.0, 0.0])
-    assert float(ranking_loss(torch.tensor([0.9, 0.1]), y)) == 0.0  # right order
-    # wrong order: -(0.1 - 0.9) * (1 - 0) = -0.8 -> relu(0.8) = 0.8
-    assert float(ranking_loss(torch.tensor([0.1, 0.9]), y)) == pytest.approx(0.8)
-    assert float(ranking_loss(torch.tensor([0.5, 0.5]), y, margin=0.1)) == pytest.approx(0.1)
-    assert float(ranking_loss(torch.tensor([0.5]), torch.tensor([1.0]))) == 0.0
-
-
-def test_sentinel_loss_combines_weighted_mse_and_rank() -> None:
-    p, y = torch.tensor([0.5, 0.5]), torch.tensor([0.1, 1.0])
-    out = sentinel_loss(p, y, rank_weight=2.0)
-    mse = (7 * 0.4**2 + 1 * 0.5**2) / 2
-    assert float(out["mse"]) == pytest.approx(mse)
-    assert float(out["rank"]) == 0.0
-    assert float(out["loss"]) == pytest.approx(mse)
 
 
 # ------------------------------------------------------------------ perturbations and candidates
@@ -251,7 +231,7 @@ def test_qa_cli_ranks_raters_and_evaluates(trained: tuple[Path, Path], tmp_path:
         app,
         [
             "qa",
-            "--model",
+            "--run",
             str(run),
             "--data",
             str(ds),
@@ -286,7 +266,7 @@ def test_qa_perturb_mode_and_bad_input(trained: tuple[Path, Path], tmp_path: Pat
     assert len(result.rows) == 3 and result.evaluation is not None
     assert all(r.true_dice is not None for r in result.rows)
     runner = CliRunner()
-    res = runner.invoke(app, ["qa", "--model", str(run), "--data", str(ds), "--out", str(tmp_path / "x")])
+    res = runner.invoke(app, ["qa", "--run", str(run), "--data", str(ds), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "exactly one of" in str(res.exception)
     with pytest.raises(DataError, match="unknown structure 'liver'"):
         run_qa(run, ds, "raters", structures=["liver"], device="cpu")
@@ -338,3 +318,93 @@ def test_qa_masks_folder(trained: tuple[Path, Path], tmp_path: Path) -> None:
     assert {p.name for p in paths} >= {"quality.csv", "review_queue.csv", "evaluation.json"}
     with pytest.raises(DataError, match="not found"):
         run_qa(run, ds, "masks", masks=tmp_path / "nope", device="cpu")
+
+
+# ------------------------------------------------------------------ the skeleton: segmenter stage, options, resume
+def test_segmenter_is_a_stage_of_the_run(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    seg = run / "segmenter"
+    assert (seg / "checkpoint.safetensors").is_file() and (seg / "weights.safetensors").is_file()
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+    assert meta["stages"]["segmenter"]["steps"] == 2  # smoke preset: checkpoint_steps [2]
+    assert meta["stages"]["main"]["steps"] == 6  # the sentinel: 2 epochs x 3 steps
+    assert meta["candidate_sources"]["checkpoint"] > 0
+
+
+def test_predict_takes_no_options(trained: tuple[Path, Path]) -> None:
+    from labelwise.methods import load_run
+
+    ds, run = trained
+    _, _, pred = load_run(run, "cpu")
+    case = Dataset(ds)["case04"]
+    with pytest.raises(ConfigError, match="'sentinel' takes no prediction option 'samples'; it takes: none"):
+        pred.predict(case, samples=4)
+    assert pred.predict(case, samples=None).probs.shape == (2, *case.spatial_shape)
+
+
+def test_segmenter_resumes_after_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.numpy import load_file
+
+    from labelwise.methods import get_method, load_method_config
+    from labelwise.methods.sentinel.segmenter import SegmenterTask
+
+    ds = disc_dataset(tmp_path / "ds", n_train=2, n_val=0, n_test=0, size=16)
+    method = get_method("sentinel")
+    # 60 segmenter steps in epochs of 10 (a checkpoint at each epoch end), a snapshot after step 5
+    overrides = ["train.progress=false", "train.epochs=1", "checkpoint_steps=[5,60]"]
+    cfg = load_method_config(method, preset="smoke", overrides=overrides)
+    method.fit(ds, cfg, tmp_path / "whole")
+    step = SegmenterTask.training_step
+
+    def killed_at_step_25(self: SegmenterTask, batch: dict[str, torch.Tensor], ctx: object) -> torch.Tensor:
+        if ctx.step == 25:  # type: ignore[attr-defined]
+            raise RuntimeError("killed")
+        return step(self, batch, ctx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SegmenterTask, "training_step", killed_at_step_25)
+    with pytest.raises(RuntimeError, match="killed"):
+        method.fit(ds, cfg, tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "segmenter" / "checkpoint.safetensors").is_file()  # epoch 2 ended at step 20
+    assert not (tmp_path / "resumed" / "sentinel.json").exists()
+    monkeypatch.undo()
+    method.fit(ds, cfg, tmp_path / "resumed")  # resumes the segmenter at step 20, then trains the sentinel
+    for name in ("segmenter/step_000005.safetensors", "segmenter/weights.safetensors", "weights.safetensors"):
+        whole, resumed = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "resumed" / name))
+        assert whole.keys() == resumed.keys()
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], resumed[key], err_msg=f"{name}: {key}")
+
+
+def test_3d_run_holds_slices_out_and_scores_them(tmp_path: Path) -> None:
+    from labelwise.methods import train
+    from labelwise.quality import run_qa
+
+    ds = disc_dataset(tmp_path / "ds", n_train=2, n_val=0, n_test=1, size=16, spatial_dims=3)
+    run = tmp_path / "run"
+    overrides = ["train.progress=false", "slice_holdout=2", "checkpoint_steps=[1,3]", "slices_per_structure=4"]
+    train("sentinel", ds, run, overrides=overrides, preset="smoke")
+    meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+    assert sorted(meta["heldout_slices"]) == ds.split_ids("train")
+    assert all(v == [2, 3, 6, 7, 10, 11, 14, 15] for v in meta["heldout_slices"].values())  # blocks of 2
+    assert meta["stages"]["segmenter"]["steps"] == 3
+    assert (run / "segmenter" / "step_000001.safetensors").is_file()
+    res = run_qa(run, ds, "raters", split="train", reference="r0", heldout_only=True, baselines=True, device="cpu")
+    assert res.rows and all(set(r.slices) <= set(meta["heldout_slices"][r.case]) for r in res.rows)
+    assert all(r.baselines is not None and 0.0 <= r.baselines["tta_dice"] <= 1.0 for r in res.rows)
+
+
+def test_qa_reference_others_is_the_majority_of_the_other_raters(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from labelwise.quality import run_qa
+
+    _, run = trained
+    img = np.random.default_rng(0).normal(0, 0.1, (1, 16, 16)).astype(np.float32)
+    maps = {"a": _disc(16, 16, 5, 8, 8), "b": _disc(16, 16, 6, 8, 8), "c": _disc(16, 16, 4, 7, 9)}
+    w = DatasetWriter(tmp_path / "three", "three", 2, ("background", "disc"), tuple(maps))
+    w.add_case("x", img + maps["a"], {k: v.astype(np.int16) for k, v in maps.items()}, split="test")
+    w.finish()
+    res = run_qa(run, tmp_path / "three", "raters", reference="others", device="cpu")
+    got = {r.source: r.true_dice for r in res.rows}
+    # two other raters: a 1-1 tie goes to background (the lowest class), so the reference is their intersection
+    assert got["a"] == pytest.approx(dice(maps["a"], maps["b"] & maps["c"]))
+    assert got["b"] == pytest.approx(dice(maps["b"], maps["a"] & maps["c"]))
+    assert got["c"] == pytest.approx(dice(maps["c"], maps["a"] & maps["b"]))

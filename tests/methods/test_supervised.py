@@ -57,7 +57,7 @@ def test_train_predict_end_to_end(trained: tuple[Path, Path], tmp_path: Path) ->
     meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
     assert meta["status"] == "finished" and meta["method"] == "supervised"
     assert "dice" in meta["val_metrics"]
-    res = _invoke("predict", str(run), "--data", str(data), "--out", str(tmp_path / "pred"))
+    res = _invoke("predict", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "pred"))
     assert res.exit_code == 0, res.output
     index = PredictionIndex.load(tmp_path / "pred")
     assert index.cases == ["case04", "case05"] and index.method == "supervised"
@@ -107,7 +107,7 @@ def test_predict_refuses_incompatible_dataset(
 ) -> None:
     _, run = trained
     other = disc_dataset(tmp_path / "other", n_train=1, n_val=0, n_test=1, size=16, **kwargs)
-    res = _invoke("predict", str(run), "--data", str(other.root), "--out", str(tmp_path / "pred"))
+    res = _invoke("predict", "--run", str(run), "--data", str(other.root), "--out", str(tmp_path / "pred"))
     assert res.exit_code != 0 and match in str(res.exception)
     assert not (tmp_path / "pred").exists()
 
@@ -119,7 +119,7 @@ def test_one_bad_case_is_reported_and_the_rest_predicted(trained: tuple[Path, Pa
     copy = tmp_path / "ds"
     shutil.copytree(data, copy)
     (copy / "images" / "case04.nii.gz").write_bytes(b"garbage")
-    res = _invoke("predict", str(run), "--data", str(copy), "--out", str(tmp_path / "pred"))
+    res = _invoke("predict", "--run", str(run), "--data", str(copy), "--out", str(tmp_path / "pred"))
     assert res.exit_code == 1
     assert "case04" in res.output
     assert PredictionIndex.load(tmp_path / "pred").cases == ["case05"]
@@ -144,7 +144,7 @@ def test_slicewise_2d_on_3d_with_class_subset_and_held_out_slices(tmp_path: Path
     plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
     assert plan["spatial_dims"] == 2 and plan["class_names"] == ["background", "b"] and plan["class_indices"] == [0, 2]
     assert plan["train_slices"] == {"case00": [0, 6, 11], "case01": [0, 6, 11]}  # evenly spaced over 12 slices
-    res = _invoke("predict", str(run), "--data", str(ds.root), "--out", str(tmp_path / "pred"))
+    res = _invoke("predict", "--run", str(run), "--data", str(ds.root), "--out", str(tmp_path / "pred"))
     assert res.exit_code == 0, res.output
     assert PredictionIndex.load(tmp_path / "pred").class_names == ("background", "b")
     pred = read_prediction(tmp_path / "pred", "case02", 3)

@@ -28,7 +28,7 @@ def test_pseudo_label_cli_writes_new_dataset_and_report(tmp_path: Path) -> None:
         app,
         [
             "pseudo-label",
-            *(str(tmp_path / n) for n in ("p1", "p2", "p3")),
+            *(a for n in ("p1", "p2", "p3") for a in ("--pred", str(tmp_path / n))),
             "--data",
             str(tmp_path / "ds"),
             "--out",

@@ -144,12 +144,10 @@ def test_body_limit(client: TestClient) -> None:
 
 
 def test_cli_refuses_remote_bind_without_flag(dataset: Path) -> None:
-    from typer.testing import CliRunner
+    from tests.cli.helpers import labelwise
 
-    from labelwise.cli.main import app
-
-    res = CliRunner().invoke(app, ["view", str(dataset), "--host", "0.0.0.0"])
-    assert res.exit_code == 1
+    res = labelwise("view", "--data", str(dataset), "--host", "0.0.0.0")
+    assert res.code == 1
     assert "--allow-remote" in res.output
 
 

@@ -366,7 +366,7 @@ def test_view_without_the_extra_is_one_line(
     from labelwise.cli.main import run
 
     monkeypatch.setitem(sys.modules, missing, None)  # makes `import <missing>` raise ImportError
-    monkeypatch.setattr(sys, "argv", ["labelwise", "view", str(dataset)])
+    monkeypatch.setattr(sys, "argv", ["labelwise", "view", "--data", str(dataset)])
     with pytest.raises(SystemExit) as exit_info:
         run()
     assert exit_info.value.code == 1

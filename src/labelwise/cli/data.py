@@ -1,4 +1,8 @@
-"""``labelwise data import|import-rater|export|check|stats|split``."""
+"""``labelwise data import|import-rater|export|check|stats|split``.
+
+The dataset is ``--data DATASET`` and a written dataset or file ``--out``; only an import's source (not a labelwise
+dataset yet) is positional: ``labelwise data import FORMAT SRC --out DATASET``.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,47 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from labelwise.cli.common import progress
+from labelwise.cli.common import Command, moved, moved_optional
+from labelwise.progress import track
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["app", "check", "export_app", "export_nnunet", "import_", "import_rater", "split", "stats"]
+__all__ = [
+    "ImportFormat",
+    "RaterSourceFormat",
+    "app",
+    "check",
+    "export_app",
+    "export_nnunet",
+    "import_",
+    "import_rater",
+    "split",
+    "stats",
+]
 
 app = typer.Typer(help="Import, check and summarise datasets.", no_args_is_help=True)
 export_app = typer.Typer(help="Export a dataset to another tool's layout.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-_FORMATS = "qubiq, medical-matting, lidc-probunet, riga, ph2, nifti-partial, mni152, folder, nnunet, msd"
-_LABEL_FOLDER_FORMATS = ("nnunet", "msd")
+
+class ImportFormat(str, Enum):
+    """``FORMAT`` of ``data import``: the registered importers of :mod:`labelwise.data.importers` (docs/data.md)."""
+
+    qubiq = "qubiq"
+    medical_matting = "medical-matting"
+    lidc_probunet = "lidc-probunet"
+    riga = "riga"
+    ph2 = "ph2"
+    nifti_partial = "nifti-partial"
+    mni152 = "mni152"
+    folder = "folder"
+    nnunet = "nnunet"
+    msd = "msd"
+
+
+_LABEL_FOLDER_FORMATS = (ImportFormat.nnunet, ImportFormat.msd)
+_DATA_HELP = "Dataset folder (or its dataset.json) (required)."
 
 
 class RaterSourceFormat(str, Enum):
@@ -32,37 +64,46 @@ class RaterSourceFormat(str, Enum):
     dicom_seg = "dicom-seg"
 
 
-@app.command("import")
+@app.command("import", cls=Command)
 def import_(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help=f"Source layout: {_FORMATS} (see docs/data.md)."),
+    fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="Source layout (see docs/data.md)."),
     src: Path = typer.Argument(..., help="Source file or folder."),
-    dest: Path = typer.Argument(..., help="Dataset folder to create."),
+    out: Path | None = typer.Option(None, "--out", help="Dataset folder to create (required)."),
     task: str | None = typer.Option(None, "--task", help="Sub-task (qubiq: task01..; nifti-partial: class-map key)."),
     classes: str | None = typer.Option(None, "--classes", help="Comma-separated class names, background first."),
     seed: int = typer.Option(0, "--seed", help="Seed of the case-level split."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at DEST."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out."),
     raters: str | None = typer.Option(
         None,
         "--raters",
         help="nnunet, msd: label folders to import and their rater ids, e.g. labelsTr=expert,labelsTr_fast=fast "
         "(default: every labelsTr* folder; labelsTr is rater 'label').",
     ),
+    old_dest: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --out."),
 ) -> None:
-    """Import SRC (layout FORMAT) into a labelwise dataset folder DEST; the manifest is written last."""
+    """Import SRC (layout FORMAT) into a labelwise dataset folder OUT; the manifest is written last."""
     from labelwise.data.importers import ImportOptions, LabelFolderOptions, import_dataset, parse_rater_mapping
-    from labelwise.errors import ConfigError
+    from labelwise.errors import UsageError
 
+    dest = moved(
+        out,
+        old_dest,
+        option="--out",
+        old="labelwise data import FORMAT SRC DEST",
+        new="labelwise data import FORMAT SRC --out DEST",
+    )
     class_names = tuple(c.strip() for c in classes.split(",") if c.strip()) if classes else None
     options: ImportOptions
     if raters is not None:
         if fmt not in _LABEL_FOLDER_FORMATS:
-            raise ConfigError(f"--raters is read by the {' and '.join(_LABEL_FOLDER_FORMATS)} importers only")
+            names = " and ".join(f.value for f in _LABEL_FOLDER_FORMATS)
+            raise UsageError(f"--raters is read by the {names} importers only")
         options = LabelFolderOptions(
             task=task, class_names=class_names, seed=seed, overwrite=overwrite, raters=parse_rater_mapping(raters)
         )
     else:
         options = ImportOptions(task=task, class_names=class_names, seed=seed, overwrite=overwrite)
-    manifest = import_dataset(fmt, src, dest, options, track=progress)
+    manifest = import_dataset(fmt.value, src, dest, options, track=track)
     splits = {s: sum(c.split == s for c in manifest.cases) for s in ("train", "val", "test")}
     typer.echo(
         f"imported {len(manifest.cases)} cases ({manifest.spatial_dims}D, {len(manifest.rater_ids)} raters, "
@@ -71,10 +112,10 @@ def import_(
     )
 
 
-@app.command("import-rater")
+@app.command("import-rater", cls=Command)
 def import_rater(
-    dataset: Path = typer.Argument(..., help="Existing dataset folder (or its dataset.json)."),
     src: Path = typer.Argument(..., help="A model's output: folder (or one file for a one-case dataset)."),
+    data: Path | None = typer.Option(None, "--data", help="Existing dataset folder (or its dataset.json) (required)."),
     name: str = typer.Option(..., "--name", help="Id of the new rater."),
     fmt: RaterSourceFormat = typer.Option(
         RaterSourceFormat.auto,
@@ -95,10 +136,22 @@ def import_rater(
         None, "--dicom", help="dicom-seg: folder of the source series (<case>/); checks the referenced instances."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing rater of that name."),
+    old_src: Path | None = typer.Argument(None, hidden=True, help="Deprecated: DATASET SRC; use SRC --data DATASET."),
 ) -> None:
     """Add rater NAME to DATASET from a segmentation model's output in SRC (the manifest is written last)."""
     from labelwise.data.raters import import_rater as run_import
     from labelwise.data.raters import parse_classes_map
+
+    # The old spelling `import-rater DATASET SRC` fills SRC with the dataset and the hidden argument with the source.
+    dataset = moved(
+        data,
+        src if old_src is not None else None,
+        option="--data",
+        old="labelwise data import-rater DATASET SRC",
+        new="labelwise data import-rater SRC --data DATASET",
+    )
+    if old_src is not None:
+        src = old_src
 
     report = run_import(
         dataset,
@@ -109,7 +162,7 @@ def import_rater(
         allow_missing=allow_missing,
         overwrite=overwrite,
         dicom=dicom,
-        track=progress,
+        track=track,
     )
     typer.echo(f"added rater {report.rater} ({report.format}) to {len(report.imported)} cases of {dataset}")
     if report.missing:
@@ -121,10 +174,12 @@ def import_rater(
         typer.echo(f"  skipped {len(report.skipped_structures)} structure(s) that match no class: {shown}")
 
 
-@export_app.command("nnunet")
+@export_app.command("nnunet", cls=Command)
 def export_nnunet(
-    dataset: Path = typer.Argument(..., help="Dataset folder (or its dataset.json)."),
-    dest: Path = typer.Argument(..., help="nnU-Net raw folder (nnUNet_raw) that receives DatasetNNN_Name/."),
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", help="nnU-Net raw folder (nnUNet_raw) that receives DatasetNNN_Name/ (required)."
+    ),
     labels: str = typer.Option(
         ..., "--labels", help="Labels for labelsTr: fused (a `labelwise fuse` output), rater:NAME, or reviewed."
     ),
@@ -143,14 +198,19 @@ def export_nnunet(
         False, "--keep-raters", help="Also write every other rater to labelsTr_<rater>/ (read back by `import`)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing DatasetNNN_Name."),
+    old_dataset: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
+    old_dest: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --out."),
 ) -> None:
-    """Write DATASET as the nnU-Net v2 raw dataset DEST/DatasetNNN_Name (atomically: temp folder, then rename)."""
+    """Write DATASET as the nnU-Net v2 raw dataset OUT/DatasetNNN_Name (atomically: temp folder, then rename)."""
     from labelwise.data import Dataset
     from labelwise.data.export import Corrections
     from labelwise.data.export import export_nnunet as run_export
     from labelwise.errors import DataError
     from labelwise.labels.dataset_fusion import FUSED_RATER
 
+    old, new = "labelwise data export nnunet DATASET DEST", "labelwise data export nnunet --data DATASET --out DEST"
+    dataset = moved(data, old_dataset, option="--data", old=old, new=new)
+    dest = moved(out, old_dest, option="--out", old=old, new=new)
     choice = f"rater:{FUSED_RATER}" if labels == "fused" else labels
     if labels == "fused" and FUSED_RATER not in Dataset(dataset).rater_ids:
         raise DataError(f"no '{FUSED_RATER}' rater: --labels fused needs a `labelwise fuse` output", dataset)
@@ -179,7 +239,7 @@ def export_nnunet(
         channel_names=[c.strip() for c in channel_names.split(",")] if channel_names else None,
         keep_raters=keep_raters,
         overwrite=overwrite,
-        track=progress,
+        track=track,
     )
     typer.echo(
         f"wrote {report.folder} ({len(report.training)} training, {len(report.test)} test cases; labels {labels}"
@@ -189,44 +249,51 @@ def export_nnunet(
     )
 
 
-@app.command("check")
-def check(dataset: Path = typer.Argument(..., help="Dataset folder (or its dataset.json).")) -> None:
+@app.command("check", cls=Command)
+def check(
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
+    old_dataset: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
+) -> None:
     """Check every file of DATASET; list all problems and exit 1 if there are any."""
     from labelwise.data.check import check_dataset
+    from labelwise.errors import DataError
 
-    report = check_dataset(dataset, track=progress)
+    old, new = "labelwise data check DATASET", "labelwise data check --data DATASET"
+    dataset = moved(data, old_dataset, option="--data", old=old, new=new)
+    report = check_dataset(dataset, track=track)
     if report.ok:
         typer.echo(f"ok: {report.num_cases} cases in {report.root}, no problems")
         return
     for problem in report.problems:
         typer.secho(f"  {problem}", err=True)
-    typer.secho(
-        f"error: {len(report.problems)} problem(s) in {report.root} ({report.num_cases} cases)",
-        fg=typer.colors.RED,
-        err=True,
-    )
-    raise typer.Exit(1)
+    raise DataError(f"{len(report.problems)} problem(s) in {report.root} ({report.num_cases} cases)")
 
 
-@app.command("stats")
+@app.command("stats", cls=Command)
 def stats(
-    dataset: Path = typer.Argument(..., help="Dataset folder (or its dataset.json)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the statistics as JSON to this file."),
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Also write the statistics as JSON to this file."),
     max_classes: int = typer.Option(20, "--max-classes", help="Classes listed (most frequent first)."),
+    old_dataset: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
+    old_json: Path | None = typer.Option(None, "--json", hidden=True, help="Deprecated: use --out."),
 ) -> None:
     """Print counts, shapes, spacing, class frequencies and inter-rater agreement of DATASET."""
-    from labelwise.data.stats import dataset_stats, format_stats
+    from labelwise.evaluation import dataset_stats, format_stats
     from labelwise.io import write_json_atomic
 
-    result = dataset_stats(dataset, track=progress)
+    old, new = "labelwise data stats DATASET", "labelwise data stats --data DATASET"
+    dataset = moved(data, old_dataset, option="--data", old=old, new=new)
+    old, new = "labelwise data stats --json FILE", "labelwise data stats --out FILE"
+    json_out = moved_optional(out, old_json, option="--out", old=old, new=new)
+    result = dataset_stats(dataset, track=track)
     typer.echo(format_stats(result, max_classes=max_classes))
     if json_out is not None:
         write_json_atomic(json_out, result.to_json())
 
 
-@app.command("split")
+@app.command("split", cls=Command)
 def split(
-    dataset: Path = typer.Argument(..., help="Dataset folder (or its dataset.json)."),
+    data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
     out: Path = typer.Option(..., "--out", help="New dataset folder (same cases, new splits)."),
     folds: int = typer.Option(..., "--folds", min=2, help="Number of folds."),
     fold: int = typer.Option(..., "--fold", min=0, help="Fold used as the test split (0-based)."),
@@ -234,9 +301,13 @@ def split(
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the non-test cases put in val."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
+    old_dataset: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
 ) -> None:
     """Write a copy of DATASET whose splits are fold FOLD of a seeded k-fold (see labelwise.data.splits)."""
     from labelwise.data.splits import write_fold_dataset
+
+    old, new = "labelwise data split DATASET", "labelwise data split --data DATASET"
+    dataset = moved(data, old_dataset, option="--data", old=old, new=new)
 
     counts = write_fold_dataset(dataset, out, folds, fold, stratify, val_fraction, seed, overwrite)
     typer.echo(f"fold {fold}/{folds}: train {counts['train']} / val {counts['val']} / test {counts['test']} -> {out}")

@@ -36,24 +36,18 @@ _BUDGETS = {
 }
 
 
-def _invoke(args: list[str]) -> None:
-    """Run one ``labelwise`` subcommand in-process; a non-zero exit raises ``typer.Exit``.
+def _invoke(ctx: typer.Context, args: list[str]) -> int:
+    """Run one ``labelwise`` subcommand in-process through the running root command; return its exit status.
 
-    Only ``typer`` is used here: current typer releases vendor their own copy of click and no longer install the
-    ``click`` package, so importing ``click`` would break a base install.
+    The root command comes from the click context, so this module does not import the module that registers it.
+    A :class:`~labelwise.errors.LabelwiseError` propagates to the entry point, which prints it once.
     """
-    from labelwise.cli.main import app
-
-    command = typer.main.get_command(app)
-    try:
-        result = command.main(args=args, prog_name="labelwise", standalone_mode=False)
-    except typer.Exit as exc:
-        result = exc.exit_code
-    if isinstance(result, int) and result != 0:
-        raise typer.Exit(result)
+    result = ctx.find_root().command.main(args=args, prog_name="labelwise", standalone_mode=False)
+    return result if isinstance(result, int) else 0
 
 
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("labelwise-demo"), "--out", help="Folder for everything the demo writes."),
     data: Path | None = typer.Option(
         None, "--data", help="Use this dataset (with raters and a test split) instead of the built-in phantoms."
@@ -64,7 +58,7 @@ def demo(
     """Run import -> check -> fuse -> train (supervised, MRNet, D-Persona) -> predict -> evaluate -> QA -> report."""
     from rich.console import Console
 
-    from labelwise.cli.common import fail
+    from labelwise.errors import LabelwiseError
 
     console = Console(stderr=True)
     budget = _BUDGETS["quick" if quick else "default"]
@@ -80,16 +74,16 @@ def demo(
     if quick:
         common += ["--set", "train.progress=false"]
     stages: list[tuple[str, list[list[str]]]] = [
-        ("check the dataset", [["data", "check", str(dataset)], ["data", "stats", str(dataset)]]),
+        ("check the dataset", [["data", "check", "--data", str(dataset)], ["data", "stats", "--data", str(dataset)]]),
         (
             "fuse raters with STAPLE",
-            [["fuse", str(dataset), "--method", "staple", "--out", str(out / "fused"), "--overwrite"]],
+            [["fuse", "--data", str(dataset), "--method", "staple", "--out", str(out / "fused"), "--overwrite"]],
         ),
     ]
     for name, extra in methods.items():
         run = out / "runs" / name
         pred = out / "pred" / name
-        predict = ["predict", str(run), "--data", str(dataset), "--out", str(pred)]
+        predict = ["predict", "--run", str(run), "--data", str(dataset), "--out", str(pred)]
         if name == "dpersona":
             predict += ["--samples", "8"]
         stages.append((f"train {name}", [["train", name, "--data", str(dataset), "--out", str(run), *common, *extra]]))
@@ -144,7 +138,7 @@ def demo(
             [
                 [
                     "qa",
-                    "--model",
+                    "--run",
                     str(sentinel_run),
                     "--data",
                     str(dataset),
@@ -190,12 +184,9 @@ def demo(
         console.rule(f"[{number}/{len(stages) + 1}] {title}")
         stage_start = time.perf_counter()
         for args in commands:
-            try:
-                _invoke(args)
-            except typer.Exit as exc:
-                raise fail(
-                    f"demo stage '{title}' failed (labelwise {' '.join(args[:2])} exited {exc.exit_code})"
-                ) from None
+            code = _invoke(ctx, args)
+            if code != 0:
+                raise LabelwiseError(f"demo stage '{title}' failed (labelwise {' '.join(args[:2])} exited {code})")
         console.print(f"[dim]{title}: {time.perf_counter() - stage_start:.0f} s[/dim]")
     minutes = (time.perf_counter() - start) / 60
     console.rule(f"done in {minutes:.1f} min")

@@ -1,6 +1,9 @@
-"""``labelwise evaluate``: score a prediction folder against a dataset (thin wrapper of the metrics runner).
+"""``labelwise evaluate --pred PRED_DIR --data DATASET --out OUT``: score predictions (thin wrapper of the runner).
 
-``--slices`` scores a subset of the slices of 3D cases (``labelwise.metrics.evaluation.SliceSelection``):
+``--classes`` takes class names of the dataset (label values work too, e.g. ``--classes 1,3``; an item that names
+one class and is the value of another is refused as ambiguous).
+
+``--slices`` scores a subset of the slices of 3D cases (``labelwise.evaluation.SliceSelection``):
 ``82-86,90`` (explicit indices and inclusive ranges), ``labelled`` (each case's labelled slices) or
 ``held-out:RUN_DIR`` (each case's labelled slices minus the slices the run trained on, read from the run's
 ``plan.json`` ``train_slices``: the test slices of the k-labelled-slice protocol).
@@ -12,17 +15,38 @@ if this run fails or is killed, so old results never pass for the latest ones.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 if TYPE_CHECKING:
-    from labelwise.metrics.evaluation import SliceSelection
+    from labelwise.evaluation import SliceSelection
+    from labelwise.metrics.conventions import EmptyMode
 
-__all__ = ["evaluate", "run_train_slices", "slice_selection"]
+__all__ = ["EmptyConvention", "evaluate", "run_train_slices", "slice_selection"]
 
 HELD_OUT = "held-out:"
+
+
+class EmptyConvention(str, Enum):
+    """``--empty``: the empty-mask conventions of :data:`labelwise.metrics.conventions.CONVENTIONS`."""
+
+    labelwise = "labelwise"
+    flare = "flare"
+    nnunet = "nnunet"
+    monai = "monai"
+    metricsreloaded = "metricsreloaded"
+
+
+_EMPTY: dict[EmptyConvention, EmptyMode] = {
+    EmptyConvention.labelwise: "labelwise",
+    EmptyConvention.flare: "flare",
+    EmptyConvention.nnunet: "nnunet",
+    EmptyConvention.monai: "monai",
+    EmptyConvention.metricsreloaded: "metricsreloaded",
+}
 
 
 def run_train_slices(run_dir: Path) -> dict[str, tuple[int, ...]]:
@@ -43,7 +67,7 @@ def run_train_slices(run_dir: Path) -> dict[str, tuple[int, ...]]:
 
 def slice_selection(text: str, axis: int = 2) -> SliceSelection:
     """Parse ``--slices``: ``labelled``, ``held-out:RUN_DIR`` or indices/ranges such as ``82-86,90``."""
-    from labelwise.metrics.evaluation import SliceSelection, parse_slice_indices
+    from labelwise.evaluation import SliceSelection, parse_slice_indices
 
     text = text.strip()
     if text == "labelled":
@@ -58,19 +82,21 @@ def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Prediction folder (with predictions.json)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (with dataset.json)."),
     out: Path = typer.Option(..., "--out", help="Output folder for per_case.csv, summary.json, summary.md."),
-    split: str = typer.Option("test", "--split", help="Split to evaluate: train, val, test or all."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: one of the dataset's splits, or all."),
     metrics: str = typer.Option(
         "", "--metrics", help="Comma-separated metric names (default: all applicable). E.g. dice,hd95,nsd."
     ),
     tolerance_mm: float = typer.Option(1.0, "--tolerance-mm", min=0.0, help="NSD tolerance in mm."),
     percentile: float = typer.Option(95.0, "--percentile", min=0.0, max=100.0, help="Percentile of the hd95 column."),
-    empty: str = typer.Option(
-        "labelwise", "--empty", help="Empty-mask convention: labelwise, flare, nnunet, monai, metricsreloaded."
+    empty: EmptyConvention = typer.Option(
+        EmptyConvention.labelwise, "--empty", help="Empty-mask convention (see docs/metrics.md)."
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel worker processes."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=0, help="Bootstrap resamples for the 95% CI."),
     classes: str = typer.Option(
-        "", "--classes", help="Comma-separated class names to score (default: every class of the prediction)."
+        "",
+        "--classes",
+        help="Comma-separated class names (or label values) to score (default: every class of the prediction).",
     ),
     slices: str | None = typer.Option(
         None,
@@ -86,55 +112,45 @@ def evaluate(
 
     Exit code 1 when any case failed (missing or broken prediction); the other cases are still scored.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from labelwise.errors import ConfigError
+    from labelwise.cli.common import class_indices, split_ids
+    from labelwise.data import Dataset
+    from labelwise.errors import DataError
+    from labelwise.evaluation import DEFAULT_METRICS, EvaluationConfig, evaluate_folder, write_outputs
     from labelwise.io import StagedDir, check_output_not_input
-    from labelwise.metrics.conventions import CONVENTIONS
-    from labelwise.metrics.evaluation import DEFAULT_METRICS, EvaluationConfig, evaluate_folder, write_outputs
+    from labelwise.progress import ProgressBar
 
     held_out_run = Path(slices.strip()[len(HELD_OUT) :]) if slices and slices.strip().startswith(HELD_OUT) else None
     check_output_not_input(out, [pred, data, held_out_run])
-    if empty not in CONVENTIONS:
-        raise ConfigError(f"--empty must be one of {', '.join(CONVENTIONS)}, got {empty!r}")
+    ds = Dataset(data)
+    n_cases = len(split_ids(ds, split))
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) or DEFAULT_METRICS
-    class_list = tuple(c.strip() for c in classes.split(",") if c.strip()) or None
+    class_list = None
+    if classes.strip():
+        class_list = tuple(ds.class_names[i] for i in class_indices(classes, ds.class_names))
     cfg = EvaluationConfig(
         metrics=names,
         tolerance_mm=tolerance_mm,
         percentile=percentile,
-        empty=empty,  # type: ignore[arg-type]
+        empty=_EMPTY[empty],
         n_bootstrap=n_bootstrap,
         classes=class_list,
         slices=None if slices is None else slice_selection(slices, slice_axis),
     )
-    console = Console(stderr=True)
-    cols = (
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-    )
-    from labelwise.data import Dataset
-
-    n_cases = len(Dataset(data).split_ids(None if split == "all" else split))
     with StagedDir(out, overwrite=True, marker="summary.json", kind="evaluation", mark_stale=True) as stage:
-        with Progress(*cols, console=console) as bar:
-            task = bar.add_task("", total=n_cases)
+        with ProgressBar("evaluating", n_cases) as bar:
 
             def done(case_id: str, error: str | None) -> None:
-                bar.advance(task)
+                bar.advance()
                 if error:
-                    console.print(f"[red]failed[/red] {case_id}: {error}", highlight=False)
+                    bar.print(f"failed {case_id}: {error}")
 
             result = evaluate_folder(
                 pred, data, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
             )
         paths = write_outputs(result, stage.path)
     s = result.summary
-    console.print(f"scored {s['n_scored']}/{s['n_cases']} cases; wrote {', '.join(p.name for p in paths)} to {out}")
+    typer.echo(
+        f"scored {s['n_scored']}/{s['n_cases']} cases; wrote {', '.join(p.name for p in paths)} to {out}", err=True
+    )
     if result.failures:
-        typer.secho(f"error: {len(result.failures)} case(s) failed (see summary.json)", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+        raise DataError(f"{len(result.failures)} case(s) failed (see summary.json)")

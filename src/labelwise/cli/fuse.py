@@ -1,20 +1,47 @@
-"""``labelwise fuse``: fuse each case's raters into one label and write a new dataset (see labels.dataset_fusion)."""
+"""``labelwise fuse --data DATASET --out DIR``: fuse each case's raters into one label and write a new dataset.
+
+See :mod:`labelwise.labels.dataset_fusion`.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-__all__ = ["fuse"]
+if TYPE_CHECKING:
+    from labelwise.labels.fusion import TiePolicy
+
+__all__ = ["FusionRule", "Tie", "fuse"]
+
+
+class FusionRule(str, Enum):
+    """``--method``: the registered fusion rules of :data:`labelwise.labels.fusion.fusion_rules`."""
+
+    majority = "majority"
+    mean = "mean"
+    staple = "staple"
+
+
+class Tie(str, Enum):
+    """``--tie``: who wins a tie of the majority vote (``undecided`` is not offered: a dataset needs a label)."""
+
+    lowest = "lowest"
+    highest = "highest"
+
+
+_TIES: dict[Tie, TiePolicy] = {Tie.lowest: "lowest", Tie.highest: "highest"}
 
 
 def fuse(
-    dataset: Path = typer.Argument(..., help="Source dataset folder (with dataset.json)."),
+    data: Path | None = typer.Option(None, "--data", help="Source dataset folder (with dataset.json) (required)."),
     out: Path = typer.Option(..., "--out", help="Output folder: a new dataset whose single rater is 'fused'."),
-    method: str = typer.Option("majority", "--method", help="Fusion rule: majority, mean or staple."),
-    tie: str = typer.Option("lowest", "--tie", help="Tie policy: lowest (background wins 1-1 ties) or highest."),
+    method: FusionRule = typer.Option(FusionRule.majority, "--method", help="Fusion rule."),
+    tie: Tie = typer.Option(Tie.lowest, "--tie", help="Tie policy: lowest (background wins 1-1 ties) or highest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out."),
+    old_data: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
 ) -> None:
     """Fuse raters (majority vote, soft mean or STAPLE) and write fused labels plus reliability.csv.
 
@@ -23,43 +50,30 @@ def fuse(
 
     A case that fails is reported and left out; the others are written, and the exit code is 1.
     """
-    from rich.console import Console
-
-    from labelwise.cli.common import fail
+    from labelwise.cli.common import moved
     from labelwise.data import Dataset
-    from labelwise.errors import ConfigError
+    from labelwise.errors import DataError
     from labelwise.labels.dataset_fusion import fuse_dataset
-    from labelwise.labels.fusion import fusion_rules
+    from labelwise.progress import ProgressBar
 
-    if method not in fusion_rules:
-        raise ConfigError(f"--method must be one of {', '.join(fusion_rules.available())}, got {method!r}")
-    if tie not in ("lowest", "highest"):
-        raise ConfigError(f"--tie must be lowest or highest, got {tie!r}")
+    dataset = moved(data, old_data, option="--data", old="labelwise fuse DATASET", new="labelwise fuse --data DATASET")
     n = len(Dataset(dataset))
-    console = Console(stderr=True)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    cols = (TextColumn(f"fusing ({method})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task("fuse", total=n)
+    with ProgressBar(f"fusing ({method.value})", n) as bar:
         report = fuse_dataset(
-            dataset,
-            out,
-            method,
-            tie=tie,  # type: ignore[arg-type]
-            overwrite=overwrite,
-            on_case=lambda _cid: bar.advance(task),
+            dataset, out, method.value, tie=_TIES[tie], overwrite=overwrite, on_case=lambda _cid: bar.advance()
         )
-    console.print(
+    typer.echo(
         f"fused {len(report.fused)} cases, copied {len(report.unlabelled)} unlabelled -> {report.dest}"
-        f" (reliability.csv)"
+        f" (reliability.csv)",
+        err=True,
     )
     for row in report.reliability:
-        console.print(
+        typer.echo(
             f"  {row['rater']}: cases {row['cases']}, sensitivity {row['sensitivity']:.3f}, "
-            f"specificity {row['specificity']:.3f}, Dice vs fused {row['dice_vs_fused']:.3f}"
+            f"specificity {row['specificity']:.3f}, Dice vs fused {row['dice_vs_fused']:.3f}",
+            err=True,
         )
     if report.failures:
         for cid, msg in report.failures.items():
-            console.print(f"[red]case {cid}: {msg}[/red]")
-        raise fail(f"{len(report.failures)} case(s) failed; the other cases were written")
+            typer.secho(f"case {cid}: {msg}", fg=typer.colors.RED, err=True)
+        raise DataError(f"{len(report.failures)} case(s) failed; the other cases were written")

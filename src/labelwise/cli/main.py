@@ -1,8 +1,13 @@
-"""The ``labelwise`` command. Subcommands live in sibling modules and import heavy packages lazily."""
+"""The ``labelwise`` command and its one error path; subcommands live in sibling modules and import lazily.
+
+Run it as ``labelwise ...`` (the console script, :func:`run`), ``python -m labelwise.cli ...`` or, for DDP training,
+``torchrun --nproc-per-node N -m labelwise.cli train ...``. Tests call :func:`main`, which takes the same path.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 
@@ -19,9 +24,9 @@ from labelwise.cli import qa as qa_cmd
 from labelwise.cli import report as report_cmd
 from labelwise.cli import train as train_cmd
 from labelwise.cli import view as view_cmd
-from labelwise.cli.common import setup_logging
+from labelwise.cli.common import Command, setup_logging
 
-__all__ = ["app", "run"]
+__all__ = ["app", "main", "run"]
 
 app = typer.Typer(
     name="labelwise",
@@ -32,17 +37,17 @@ app = typer.Typer(
 )
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(export_cmd.app, name="export")
-app.command("train")(train_cmd.train)
-app.command("predict")(predict_cmd.predict)
-app.command("methods")(methods_cmd.methods)
-app.command("view")(view_cmd.view)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("fuse")(fuse_cmd.fuse)
-app.command("qa")(qa_cmd.qa)
-app.command("report")(report_cmd.report)
-app.command("demo")(demo_cmd.demo)
-app.command("propagate")(propagate_cmd.propagate)
-app.command("pseudo-label")(pseudo_label_cmd.pseudo_label)
+app.command("train", cls=Command)(train_cmd.train)
+app.command("predict", cls=Command)(predict_cmd.predict)
+app.command("methods", cls=Command)(methods_cmd.methods)
+app.command("view", cls=Command)(view_cmd.view)
+app.command("evaluate", cls=Command)(evaluate_cmd.evaluate)
+app.command("fuse", cls=Command)(fuse_cmd.fuse)
+app.command("qa", cls=Command)(qa_cmd.qa)
+app.command("report", cls=Command)(report_cmd.report)
+app.command("demo", cls=Command)(demo_cmd.demo)
+app.command("propagate", cls=Command)(propagate_cmd.propagate)
+app.command("pseudo-label", cls=Command)(pseudo_label_cmd.pseudo_label)
 
 
 @app.callback()
@@ -53,25 +58,48 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progr
     tune_allocator()
 
 
-def run() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1."""
-    import signal
+def main(args: Sequence[str] | None = None) -> int:
+    """Run the ``labelwise`` command line and return its exit status (the one error path).
 
+    A :class:`~labelwise.errors.LabelwiseError` is printed once, as ``error: <message>`` on stderr, and exits with
+    its ``exit_code``: 2 for a usage problem (a bad option value, an unknown split, method or prediction option:
+    :class:`~labelwise.errors.ConfigError`), 1 for a data problem (:class:`~labelwise.errors.DataError`, a missing
+    extra, failed cases). Typer's own usage errors (an unknown option, a value outside an option's choices) exit 2;
+    Ctrl+C exits 130. Anything else is a bug and keeps its traceback.
+
+    Args:
+        args: The arguments after ``labelwise`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+
+    """
     from labelwise.errors import LabelwiseError
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=None if args is None else list(args), prog_name="labelwise", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except LabelwiseError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg=typer.colors.RED, err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console entry point: :func:`main` on ``sys.argv``, then exit with its status."""
+    import signal
 
     def _terminate(signum: int, frame: object) -> None:  # kill: unwind like Ctrl+C, so staged outputs are aborted
         raise KeyboardInterrupt
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
-    try:
-        app()
-    except LabelwiseError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", fg=typer.colors.RED, err=True)
-        sys.exit(130)
+    sys.exit(main())
 
 
 if __name__ == "__main__":  # python -m labelwise.cli.main (python -m labelwise.cli is the documented spelling)

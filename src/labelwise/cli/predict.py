@@ -1,20 +1,21 @@
-"""``labelwise predict RUN_DIR --data DATASET [--split test] --out PRED_DIR``.
+"""``labelwise predict --run RUN --data DATASET [--split test] --out PRED_DIR``.
 
 Writes one prediction per case through :func:`labelwise.io.write_prediction` in the case's source geometry and
-rewrites ``predictions.json`` after each case. A case that fails is reported and skipped; the command exits
-non-zero at the end if any failed. Incompatible datasets (other channels/classes/dims than the model) are
-rejected before anything is written, and so is an ``--out`` that is, contains or lies inside the run or the
-dataset. A run that did not finish (killed, or still training) is used with a warning.
+rewrites ``predictions.json`` after each case. The prediction options given (``--tta/--no-tta``, ``--samples``,
+``--rater-weights``) are checked by the method once, before the first case: an option the method does not take
+is a usage error naming the options it does take. A case that fails is reported and skipped; the command exits 1
+at the end if any failed. Incompatible datasets (other channels/classes/dims than the model) are rejected before
+anything is written, and so is an ``--out`` that is, contains or lies inside the run or the dataset. A run that did
+not finish (killed, or still training) is used with a warning.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
-
-from labelwise.cli.common import fail, progress
 
 __all__ = ["predict"]
 
@@ -22,60 +23,58 @@ logger = logging.getLogger(__name__)
 
 
 def predict(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `labelwise train`."),
+    run: Path | None = typer.Option(None, "--run", help="A run directory written by `labelwise train` (required)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (with dataset.json)."),
     out: Path = typer.Option(..., "--out", help="Prediction folder to write."),
-    split: str | None = typer.Option("test", "--split", help="Split to predict: train, val, test or all."),
+    split: str = typer.Option("test", "--split", help="Split to predict: one of the dataset's splits, or all."),
     tta: bool | None = typer.Option(None, "--tta/--no-tta", help="Flip test-time augmentation (default: run config)."),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
-    # --- multi-rater method options (mrnet, prob-unet, dpersona); other methods ignore them ---
     rater_weights: str | None = typer.Option(
         None,
         "--rater-weights",
         help="mrnet: rater weighting, one weight per training rater summing to 1, e.g. 0.5,0.5,0",
     ),
     samples: int | None = typer.Option(None, "--samples", min=1, help="prob-unet/dpersona: number of samples N."),
+    old_run: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --run."),
 ) -> None:
-    """Predict the cases of SPLIT with the model in RUN_DIR."""
+    """Predict the cases of SPLIT of DATASET with the model of RUN."""
+    from labelwise.cli.common import moved, split_ids
     from labelwise.data import Dataset
     from labelwise.engine.planner import PLAN_NAME, Plan
     from labelwise.errors import DataError, LabelwiseError
     from labelwise.io import PredictionIndex, check_output_not_input, write_prediction
-    from labelwise.methods import load_run
+    from labelwise.methods import MethodPredictor, load_run
+    from labelwise.progress import track
 
+    run_dir = moved(run, old_run, option="--run", old="labelwise predict RUN", new="labelwise predict --run RUN")
     check_output_not_input(out, [run_dir, data])
     if out.exists() and not out.is_dir():
         raise DataError("exists and is not a folder", out)
     ds = Dataset(data)
+    ids = split_ids(ds, split)
     plan = Plan.load(Path(run_dir) / PLAN_NAME)
     plan.check_dataset(ds)
     method, _cfg, predictor = load_run(run_dir, device)
-    ids = ds.split_ids(None if split in (None, "all") else split)
-    if not ids:
-        raise fail(f"{data}: no cases in split {split!r}")
+    # Only what the user gave; the method checks it once, here, before any case (unknown option: exit 2).
+    given: dict[str, Any] = {"tta": tta, "rater_weights": rater_weights, "samples": samples}
+    given = {k: v for k, v in given.items() if v is not None}
+    if isinstance(predictor, MethodPredictor):
+        predictor.options(**given)
+        rater_ids = predictor.rater_ids or ds.rater_ids
+    else:  # TODO(issue 16): remove once every method's predictor is a MethodPredictor
+        check = getattr(predictor, "options", None) or getattr(predictor, "check_options", None)
+        if check is not None:
+            check(**given)
+        rater_ids = tuple(getattr(predictor, "rater_ids", ())) or ds.rater_ids
     out.mkdir(parents=True, exist_ok=True)
-    # Class names of the model's outputs (a subset of the dataset's when trained with `classes`).
-    # Per-rater maps come in the order of the raters the model was trained with (multi-rater predictors say which).
-    rater_ids = tuple(getattr(predictor, "rater_ids", ds.rater_ids))
-    index = PredictionIndex(method.name, tuple(plan.class_names), rater_ids, [])
-    options: dict[str, object] = {} if tta is None else {"tta": tta}
-    # --- multi-rater method options: validated once, before any case is predicted ---
-    if rater_weights is not None:
-        options["rater_weights"] = rater_weights
-    if samples is not None:
-        options["samples"] = samples
-    check = getattr(predictor, "check_options", None)
-    if check is not None:
-        check(**options)
+    # Class names of the model's outputs (a subset of the dataset's when trained with `classes`); per-rater maps
+    # come in the order of the raters the model was trained with.
+    index = PredictionIndex(method.name, tuple(plan.class_names), tuple(rater_ids), [])
     failed: list[str] = []
-    for case_id in progress(ids, "predict"):
+    for case_id in track(ids, "predict"):
         try:
             case = ds.load(case_id)
-            pred = predictor.predict(case, **options)
-            if pred.spatial_shape != case.spatial_shape:
-                raise LabelwiseError(
-                    f"case {case_id}: prediction shape {pred.spatial_shape} != image {case.spatial_shape}"
-                )
+            pred = predictor.predict(case, **given)
             write_prediction(out, case_id, pred, case.spacing_mm, case.affine)
         except (LabelwiseError, ValueError, RuntimeError, OSError) as exc:
             logger.error("case %s failed: %s", case_id, exc)
@@ -88,4 +87,4 @@ def predict(
         index.save(out)
     typer.echo(f"predicted {len(index.cases)}/{len(ids)} case(s) -> {out}")
     if failed:
-        raise fail(f"{len(failed)} case(s) failed: {', '.join(failed)}")
+        raise DataError(f"{len(failed)} case(s) failed: {', '.join(failed)}")

@@ -1,7 +1,7 @@
-"""``labelwise pseudo-label PRED_DIR... --data DATASET --out NEW_DATASET``: keep certain pseudo-labels.
+"""``labelwise pseudo-label --pred PRED_DIR [--pred ...] --data DATASET --out NEW_DATASET``: keep certain pseudo-labels.
 
 Each PRED_DIR is a prediction folder (``labelwise predict``). For every case present in all of them, the label
-maps (plus the ``samples`` of each folder with ``--samples``, e.g. the two CPS networks) are the predictions
+maps (plus the ``samples`` of each folder with ``--with-samples``, e.g. the two CPS networks) are the predictions
 whose agreement gives the certainty: mean per-class IoU of each prediction to the plurality vote, per chunk of
 ``--chunk`` slices (whole cases without it). Units with certainty >= ``--threshold`` (0.9) are kept, or, with
 ``--scores FILE``, cases whose external score (e.g. a label-quality estimator's predicted Dice) is >= threshold.
@@ -21,35 +21,52 @@ __all__ = ["pseudo_label"]
 
 
 def pseudo_label(
-    pred_dirs: list[Path] = typer.Argument(..., help="Prediction folders of the same dataset."),
+    pred: list[Path] | None = typer.Option(
+        None, "--pred", help="Prediction folder of DATASET (required; repeat for several, e.g. two methods)."
+    ),
     data: Path = typer.Option(..., "--data", help="The dataset the predictions belong to."),
     out: Path = typer.Option(..., "--out", help="New dataset folder for the selected pseudo-labels."),
     threshold: float = typer.Option(0.9, "--threshold", help="Keep units with score >= threshold."),
     chunk: int | None = typer.Option(None, "--chunk", help="3D: slices per certainty chunk (default: whole case)."),
     scores: Path | None = typer.Option(None, "--scores", help="JSON/CSV of external per-case scores to select on."),
-    samples: bool = typer.Option(False, "--samples", help="Also use each folder's sample maps as predictions."),
+    with_samples: bool = typer.Option(
+        False, "--with-samples", help="Also use each folder's sample maps as predictions (e.g. both CPS networks)."
+    ),
     skip_labelled: bool = typer.Option(
         True, "--skip-labelled/--keep-labelled", help="Leave slices/cases that already have labels alone."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
+    old_pred_dirs: list[Path] | None = typer.Argument(None, hidden=True, help="Deprecated: use --pred."),
+    old_samples: bool = typer.Option(False, "--samples", hidden=True, help="Deprecated: use --with-samples."),
 ) -> None:
     """Select pseudo-labels by agreement certainty (or external scores) and write them as a new dataset."""
     import math
 
     import numpy as np
 
-    from labelwise.cli.common import progress
+    from labelwise.cli.common import deprecated, moved
     from labelwise.data import Dataset
     from labelwise.data.manifest import MANIFEST_NAME
-    from labelwise.errors import ConfigError, DataError
+    from labelwise.errors import DataError, UsageError
     from labelwise.io import PredictionIndex, StagedDir, check_output_not_input, read_prediction
+    from labelwise.progress import track
     from labelwise.uncertainty import load_quality_scores, write_pseudo_labels
 
+    pred_dirs = moved(
+        pred or None,
+        old_pred_dirs or None,
+        option="--pred",
+        old="labelwise pseudo-label PRED_DIR...",
+        new="labelwise pseudo-label --pred PRED_DIR [--pred ...]",
+    )
+    if old_samples:
+        deprecated("labelwise pseudo-label --samples", "labelwise pseudo-label --with-samples")
+    samples = with_samples or old_samples
     check_output_not_input(out, [*pred_dirs, data, scores])
     if not math.isfinite(threshold):
-        raise ConfigError(f"--threshold must be a finite number, got {threshold}")
+        raise UsageError(f"--threshold must be a finite number, got {threshold}")
     if chunk is not None and chunk < 1:
-        raise ConfigError(f"--chunk must be >= 1, got {chunk}")
+        raise UsageError(f"--chunk must be >= 1, got {chunk}")
     ds = Dataset(data)
     with StagedDir(out, overwrite=overwrite, marker=MANIFEST_NAME, kind="dataset") as stage:
         indexes = [PredictionIndex.load(p) for p in pred_dirs]
@@ -62,7 +79,7 @@ def pseudo_label(
         if not common:
             raise DataError("no case is present in every prediction folder", pred_dirs[0])
         preds: dict[str, list[np.ndarray]] = {}
-        for case_id in progress(common, "reading predictions"):
+        for case_id in track(common, "reading predictions"):
             maps = []
             for p in pred_dirs:
                 pr = read_prediction(p, case_id, ds.spatial_dims)

@@ -1,4 +1,4 @@
-"""``labelwise view``: serve the local web viewer."""
+"""``labelwise view --data DATASET [--pred PRED_DIR] [--qa quality.csv]``: serve the local web viewer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def view(
-    dataset: Path = typer.Argument(..., help="Dataset folder (with dataset.json).", exists=True, file_okay=False),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder (with dataset.json) (required)."),
     pred: Path | None = typer.Option(None, "--pred", help="Prediction folder from `labelwise predict`."),
     qa: Path | None = typer.Option(None, "--qa", help="quality.csv from `labelwise qa` (enables the review queue)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
@@ -27,20 +27,24 @@ def view(
         help="Another name (or name:port) the browser may reach the viewer by, e.g. a machine name with "
         "--host 0.0.0.0; requests naming any other Host are refused. Repeatable.",
     ),
+    old_dataset: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
 ) -> None:
     """Open a dataset (and predictions, QA scores) in a local web viewer."""
-    from labelwise.errors import require_extra
+    from labelwise.cli.common import moved
+    from labelwise.errors import LabelwiseError, require_extra
 
     require_extra("starlette", "viewer", feature="labelwise view")
     uvicorn = require_extra("uvicorn", "viewer", feature="labelwise view")
+    old, new = "labelwise view DATASET", "labelwise view --data DATASET"
+    dataset = moved(data, old_dataset, option="--data", old=old, new=new)
 
-    from labelwise.cli.common import fail
     from labelwise.viewer import ViewerState, create_app
     from labelwise.viewer.app import is_loopback
 
     if not is_loopback(host):
         if not allow_remote:
-            raise fail(
+            # A safety refusal rather than a malformed command line: exit code 1.
+            raise LabelwiseError(
                 f"refusing to bind {host}: the viewer has no authentication; pass --allow-remote to do it anyway"
             )
         typer.secho(

@@ -1,37 +1,39 @@
-"""Dataset summary (``labelwise data stats``): counts, shapes, spacing, class frequencies, inter-rater agreement.
+"""Dataset counts: cases, splits, raters per case, shapes, spacing, class frequencies, image-level labels.
 
-Inter-rater agreement is the mean pairwise Dice (:func:`labelwise.metrics.pairwise_dice`) between the raters of
-each case, per foreground class, over the pairs ``i < j`` of raters present for that case. A pair where both
-raters leave the class empty is skipped (it says nothing about agreement and would count as a perfect 1.0); a
-pair where only one is empty counts as 0. Partially labelled volumes are compared on ``labelled_slices`` only.
-The per-class means are over all (case, pair) values; ``mean_pairwise_dice`` is their average over the classes
-that have any value (macro), and ``pair_dice`` is the ``(R, R)`` rater-by-rater matrix of the same values
-averaged over cases and classes.
+:func:`dataset_counts` reads one case at a time. Partially labelled volumes are counted on their labelled slices
+only (:func:`labelwise.data.slices.labelled_slice_indices`). Statistics that need metrics, such as inter-rater
+agreement (``labelwise data stats``: :func:`labelwise.evaluation.dataset_stats`), are computed a floor up, in the
+same single pass over the files, through the ``visit`` hook.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from labelwise.data.case import Case
 from labelwise.data.dataset import Dataset
 from labelwise.data.manifest import SPLITS
+from labelwise.data.slices import labelled_slice_indices
 
-__all__ = ["DatasetStats", "dataset_stats", "format_stats"]
+__all__ = ["CaseVisitor", "DatasetCounts", "dataset_counts"]
 
 logger = logging.getLogger(__name__)
 
+CaseVisitor = Callable[[Case, np.ndarray, np.ndarray], None]
+"""``visit(case, labels, present)``: ``labels`` ``(R, *spatial)`` the rater stack in the dataset's rater order
+(restricted to the labelled slices of a partially labelled volume), ``present`` ``(R,)`` bool."""
+
 
 @dataclass(frozen=True)
-class DatasetStats:
-    """Summary of a dataset (see the module docstring for the agreement definition).
+class DatasetCounts:
+    """Counts of a dataset.
 
     Attributes:
         name: Dataset name.
@@ -46,13 +48,6 @@ class DatasetStats:
         class_names: Class names (0 = background).
         class_frequency: Fraction of labelled voxels per class over all rater maps (sums to 1; all 0 if none).
         image_label_counts: ``{label name: {value: number of cases}}``.
-        class_pairwise_dice: Mean pairwise inter-rater Dice per class (index 0, background, is nan); nan where
-            no case has two raters with the class.
-        mean_pairwise_dice: Macro mean of ``class_pairwise_dice`` over foreground classes with a value (nan if
-            none).
-        pair_dice: ``(R, R)`` mean Dice per rater pair (diagonal 1; nan for pairs never compared).
-        num_compared_cases: Cases with at least two raters.
-        min_pairwise_dice: Lowest single (case, class, rater pair) Dice (nan if none).
 
     """
 
@@ -70,18 +65,9 @@ class DatasetStats:
     class_names: tuple[str, ...]
     class_frequency: tuple[float, ...]
     image_label_counts: dict[str, dict[int, int]]
-    class_pairwise_dice: tuple[float, ...]
-    mean_pairwise_dice: float
-    pair_dice: np.ndarray = field(repr=False)
-    num_compared_cases: int = 0
-    min_pairwise_dice: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (nan becomes None, tuple keys become ``"AxBxC"`` strings)."""
-
-        def clean(v: float) -> float | None:
-            return None if math.isnan(v) else float(v)
-
+        """JSON-ready dict (tuple keys become ``"AxBxC"`` strings)."""
         return {
             "name": self.name,
             "spatial_dims": self.spatial_dims,
@@ -97,11 +83,6 @@ class DatasetStats:
             "class_names": list(self.class_names),
             "class_frequency": list(self.class_frequency),
             "image_label_counts": {k: {str(a): b for a, b in v.items()} for k, v in self.image_label_counts.items()},
-            "class_pairwise_dice": [clean(v) for v in self.class_pairwise_dice],
-            "mean_pairwise_dice": clean(self.mean_pairwise_dice),
-            "pair_dice": [[clean(float(v)) for v in row] for row in self.pair_dice],
-            "num_compared_cases": self.num_compared_cases,
-            "min_pairwise_dice": clean(self.min_pairwise_dice),
         }
 
 
@@ -109,32 +90,18 @@ def _no_track(items: Iterable[Any], description: str, total: int | None = None) 
     yield from items
 
 
-def _pair_values(labels: np.ndarray, present: np.ndarray, cls: int) -> list[tuple[int, int, float]]:
-    from labelwise.metrics import pairwise_dice
-
-    idx = np.flatnonzero(present)
-    masks = labels[idx] == cls
-    nonempty = masks.reshape(len(idx), -1).any(axis=1)
-    if not nonempty.any():
-        return []
-    d = pairwise_dice(masks)
-    out = []
-    for a in range(len(idx)):
-        for b in range(a + 1, len(idx)):
-            if nonempty[a] or nonempty[b]:
-                out.append((int(idx[a]), int(idx[b]), float(d[a, b])))
-    return out
-
-
-def dataset_stats(
+def dataset_counts(
     root: str | Path | Dataset,
     track: Callable[[Iterable[Any], str, int | None], Iterable[Any]] | None = None,
-) -> DatasetStats:
-    """Compute :class:`DatasetStats`, reading one case at a time.
+    visit: CaseVisitor | None = None,
+) -> DatasetCounts:
+    """Compute :class:`DatasetCounts`, reading one case at a time.
 
     Args:
         root: Dataset folder or an open :class:`~labelwise.data.Dataset`.
         track: Optional progress wrapper ``track(items, description, total)`` over the cases.
+        visit: Optional hook called once per case with its rater stack (see :data:`CaseVisitor`), for statistics
+            computed by the caller in the same pass.
 
     Raises:
         DataError: an unreadable case (run ``labelwise data check`` to list every problem).
@@ -142,44 +109,24 @@ def dataset_stats(
     """
     ds = root if isinstance(root, Dataset) else Dataset(root)
     rater_ids = ds.rater_ids
-    r_count = len(rater_ids)
     k = len(ds.class_names)
     voxels = np.zeros(k, dtype=np.int64)
     shapes: Counter[tuple[int, ...]] = Counter()
     raters_per_case: Counter[int] = Counter()
     spacings = []
-    class_values: list[list[float]] = [[] for _ in range(k)]
-    pair_sum = np.zeros((r_count, r_count))
-    pair_n = np.zeros((r_count, r_count))
-    compared = 0
-    channels = ds.manifest.channels
     for case in (track or _no_track)(ds.cases(), f"reading {ds.name}", len(ds)):
         shapes[case.spatial_shape] += 1
         raters_per_case[case.num_raters] += 1
         spacings.append(case.spacing_mm)
         labels, present = case.rater_stack(rater_ids)
         if case.labelled_slices is not None:
-            labels = labels[..., list(case.labelled_slices)]
+            labels = labels[..., list(labelled_slice_indices(case))]
         for r in np.flatnonzero(present):
             voxels += np.bincount(labels[r].ravel().clip(0, k - 1), minlength=k)[:k]
-        if present.sum() < 2:
-            continue
-        compared += 1
-        for cls in range(1, k):
-            for a, b, v in _pair_values(labels, present, cls):
-                class_values[cls].append(v)
-                pair_sum[a, b] += v
-                pair_sum[b, a] += v
-                pair_n[a, b] += 1
-                pair_n[b, a] += 1
+        if visit is not None:
+            visit(case, labels, present)
     total = voxels.sum()
     freq = tuple(float(v) / total if total else 0.0 for v in voxels)
-    per_class = tuple(float(np.mean(v)) if v and c > 0 else float("nan") for c, v in enumerate(class_values))
-    fg = [v for v in per_class[1:] if not math.isnan(v)]
-    every = [v for values in class_values for v in values]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pair = np.where(pair_n > 0, pair_sum / np.maximum(pair_n, 1), np.nan)
-    np.fill_diagonal(pair, 1.0)
     sp = np.asarray(spacings, dtype=np.float64) if spacings else np.zeros((0, ds.spatial_dims))
     split_counts = {s: len(ds.split_ids(s)) for s in SPLITS}
     split_counts["none"] = len(ds) - sum(split_counts.values())
@@ -188,14 +135,14 @@ def dataset_stats(
         for name, value in rec.image_labels.items():
             label_counts.setdefault(name, {})
             label_counts[name][value] = label_counts[name].get(value, 0) + 1
-    return DatasetStats(
+    return DatasetCounts(
         name=ds.name,
         spatial_dims=ds.spatial_dims,
         num_cases=len(ds),
         split_counts=split_counts,
-        num_raters=r_count,
+        num_raters=len(rater_ids),
         raters_per_case=dict(sorted(raters_per_case.items())),
-        channels=channels,
+        channels=ds.manifest.channels,
         shapes=dict(shapes.most_common()),
         spacing_min_mm=tuple(float(v) for v in sp.min(axis=0)) if len(sp) else (),
         spacing_median_mm=tuple(float(v) for v in np.median(sp, axis=0)) if len(sp) else (),
@@ -203,50 +150,4 @@ def dataset_stats(
         class_names=ds.class_names,
         class_frequency=freq,
         image_label_counts={n: dict(sorted(c.items())) for n, c in label_counts.items()},
-        class_pairwise_dice=per_class,
-        mean_pairwise_dice=float(np.mean(fg)) if fg else float("nan"),
-        pair_dice=pair,
-        num_compared_cases=compared,
-        min_pairwise_dice=min(every) if every else float("nan"),
     )
-
-
-def format_stats(stats: DatasetStats, max_classes: int = 20) -> str:
-    """Plain-text report of ``stats`` (one fact per line; at most ``max_classes`` classes, most frequent first)."""
-
-    def fmt(v: tuple[float, ...]) -> str:
-        return " x ".join(f"{x:.4g}" for x in v)
-
-    lines = [
-        f"dataset        {stats.name} ({stats.spatial_dims}D, {stats.channels} channel(s))",
-        f"cases          {stats.num_cases} x {stats.num_raters} raters "
-        f"(train {stats.split_counts['train']}, val {stats.split_counts['val']}, test {stats.split_counts['test']}"
-        + (f", no split {stats.split_counts['none']})" if stats.split_counts["none"] else ")"),
-        "raters/case    " + ", ".join(f"{n} raters: {c} cases" for n, c in stats.raters_per_case.items()),
-        "shapes         "
-        + ", ".join(f"{'x'.join(map(str, s))}: {c}" for s, c in list(stats.shapes.items())[:5])
-        + (" ..." if len(stats.shapes) > 5 else ""),
-        f"spacing (mm)   min {fmt(stats.spacing_min_mm)}, median {fmt(stats.spacing_median_mm)}, "
-        f"max {fmt(stats.spacing_max_mm)}",
-    ]
-    for name, counts in stats.image_label_counts.items():
-        lines.append(f"image label    {name}: " + ", ".join(f"{v}: {c}" for v, c in counts.items()))
-    order = sorted(range(len(stats.class_names)), key=lambda c: -stats.class_frequency[c])
-    shown = [c for c in order if stats.class_frequency[c] > 0][:max_classes]
-    lines.append(f"classes        {len(stats.class_names)} ({sum(f > 0 for f in stats.class_frequency)} present)")
-    for c in shown:
-        dice = stats.class_pairwise_dice[c]
-        agree = "" if math.isnan(dice) else f"   inter-rater Dice {dice:.3f}"
-        lines.append(f"  {c:>3} {stats.class_names[c]:<24} {100 * stats.class_frequency[c]:7.3f} %{agree}")
-    if stats.num_compared_cases:
-        off = stats.pair_dice[~np.eye(len(stats.pair_dice), dtype=bool)]
-        off = off[~np.isnan(off)]
-        low = f"; rater-pair means {off.min():.3f}..{off.max():.3f}" if off.size else ""
-        low += f"; lowest single pair {stats.min_pairwise_dice:.3f}"
-        lines.append(
-            f"agreement      mean pairwise inter-rater Dice {stats.mean_pairwise_dice:.3f} over "
-            f"{stats.num_compared_cases} cases with >= 2 raters{low}"
-        )
-    else:
-        lines.append("agreement      no case has two raters")
-    return "\n".join(lines)

@@ -69,6 +69,7 @@ from labelwise.engine.logger import CSVLogger, MetricLogger, MultiLogger, Tensor
 from labelwise.engine.seed import get_rng_state, set_rng_state
 from labelwise.errors import ConfigError
 from labelwise.io.atomic import write_json_atomic
+from labelwise.progress import ProgressBar
 
 __all__ = ["FitResult", "StepContext", "TrainTask", "Trainer", "lr_lambda", "make_optimizer"]
 
@@ -479,8 +480,13 @@ class Trainer:
         t0 = time.perf_counter()
         accum = cfg.grad_accum
         num_batches = self.steps_per_epoch * accum
-        bar = _Progress(enabled=cfg.progress and self.dist.is_main, total=self.epochs * self.steps_per_epoch)
-        bar.advance_to(state["step"])
+        bar = ProgressBar(
+            "train",
+            self.epochs * self.steps_per_epoch,
+            enabled=cfg.progress and self.dist.is_main,
+            fields={"loss": "loss {task.fields[loss]:.4f}"},
+        )
+        bar.update(completed=state["step"])
         try:
             for epoch in range(state["epoch"], self.epochs):
                 ctx.epoch = epoch
@@ -513,7 +519,7 @@ class Trainer:
                     if lg is not None:
                         lrs = {f"lr_{n}": o.param_groups[0]["lr"] for n, o in self.optimizers.items()}
                         lg.log("train", {**logs, **lrs}, state["step"], epoch)
-                    bar.update(state["step"], logs.get("loss", float("nan")), epoch)
+                    bar.update(state["step"], f"epoch {epoch}", loss=logs.get("loss", float("nan")))
                     logs = {}
                     if state["step"] % cfg.checkpoint_every == 0 and state["batch"] < num_batches:
                         state["epoch"] = epoch
@@ -556,46 +562,3 @@ class Trainer:
         result.steps = int(state["step"])
         result.seconds = time.perf_counter() - t0
         return result
-
-
-class _Progress:
-    """A rich progress bar with loss and ETA (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self._bar: Any = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("train", total=total, loss=float("nan"))
-
-    def advance_to(self, step: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step)
-
-    def update(self, step: int, loss: float, epoch: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step, loss=loss, description=f"epoch {epoch}")
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -12,6 +12,7 @@ from labelwise.labels.fusion import (
     majority_vote,
     soft_mean,
     staple,
+    strict_majority,
 )
 from labelwise.labels.perturb import (
     Candidate,
@@ -21,7 +22,6 @@ from labelwise.labels.perturb import (
     apply_perturbation,
     boundary_noise,
     class_swap,
-    dice_score,
     drop_components,
     erode_dilate,
     holes,
@@ -46,7 +46,6 @@ __all__ = [
     "apply_perturbation",
     "boundary_noise",
     "class_swap",
-    "dice_score",
     "drop_components",
     "erode_dilate",
     "fuse",
@@ -60,5 +59,6 @@ __all__ = [
     "shift",
     "soft_mean",
     "staple",
+    "strict_majority",
     "truncate",
 ]

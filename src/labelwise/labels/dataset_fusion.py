@@ -51,6 +51,7 @@ from labelwise.io import (
     write_text_atomic,
 )
 from labelwise.labels.fusion import TiePolicy, fuse, staple
+from labelwise.metrics import per_class_overlap
 
 __all__ = ["FUSED_RATER", "FuseReport", "fuse_dataset", "multiclass_dice"]
 
@@ -80,14 +81,24 @@ class FuseReport:
 
 
 def multiclass_dice(a: NDArray[Any], b: NDArray[Any], num_classes: int) -> float:
-    """Mean Dice over the foreground classes present in ``a`` or ``b``; 1.0 when both are all background."""
-    scores = []
-    for c in range(1, num_classes):
-        fa, fb = a == c, b == c
-        total = int(fa.sum()) + int(fb.sum())
-        if total:
-            scores.append(2.0 * int((fa & fb).sum()) / total)
-    return float(np.mean(scores)) if scores else 1.0
+    """Mean Dice over the foreground classes present in ``a`` or ``b``; 1.0 when both are all background.
+
+    The ``dice_vs_fused`` column of the reliability tables: :func:`labelwise.metrics.per_class_overlap` with the
+    ``"nnunet"`` empty convention (nan for a class absent from both maps), averaged over the other classes.
+
+    Args:
+        a: ``(*spatial)`` integer label map, values in ``[0, num_classes)``.
+        b: ``(*spatial)`` integer label map, same shape.
+        num_classes: Number of classes including background.
+
+    Example:
+        >>> multiclass_dice(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+        0.6666666666666666
+
+    """
+    scores = per_class_overlap(a, b, num_classes, "dice", empty="nnunet")
+    present = scores[~np.isnan(scores)]
+    return float(present.mean()) if present.size else 1.0
 
 
 def _nanmean(values: list[float]) -> float:

@@ -51,6 +51,7 @@ __all__ = [
     "majority_vote",
     "soft_mean",
     "staple",
+    "strict_majority",
 ]
 
 TiePolicy = Literal["lowest", "highest", "undecided"]
@@ -237,6 +238,35 @@ def majority_vote(
     used, _, _ = _prepare(raters, present, num_classes)
     label, _ = _vote(used, tie, undecided_value)
     return label
+
+
+def strict_majority(raters: ArrayLike, num_classes: int) -> NDArray[np.int16]:
+    """Per-voxel strict majority: class c where **more than half** of the raters say c, else background (0).
+
+    The evaluation reference ``"majority"`` (``labelwise evaluate``). It differs from :func:`majority_vote`, a
+    plurality vote, with three or more classes: a class that leads without an absolute majority (2 of 5 votes)
+    wins the plurality vote but gives background here. On binary maps the two rules agree (ties go to
+    background under both with the default ``tie="lowest"``). Every rater of the stack votes (no ``present``).
+
+    Args:
+        raters: ``(R, *spatial)`` integer label maps, R >= 1.
+        num_classes: Number of classes including background; labels outside ``1..num_classes-1`` never win.
+
+    Returns:
+        ``(*spatial)`` int16 label map.
+
+    Example:
+        >>> r = [[1, 2], [1, 2], [2, 2], [3, 0], [0, 1]]          # 5 raters, 2 voxels
+        >>> strict_majority(r, 4).tolist(), majority_vote(r).tolist()
+        ([0, 2], [1, 2])
+
+    """
+    r = np.asarray(raters)
+    out = np.zeros(r.shape[1:], dtype=np.int16)
+    half = r.shape[0] / 2.0
+    for c in range(1, num_classes):
+        out[(r == c).sum(axis=0) > half] = c
+    return out
 
 
 def soft_mean(

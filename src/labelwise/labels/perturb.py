@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from labelwise.data.geometry import shift_zero_fill, signed_distance, smooth_noise
 from labelwise.errors import ConfigError, DataError
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "apply_perturbation",
     "boundary_noise",
     "class_swap",
-    "dice_score",
     "drop_components",
     "erode_dilate",
     "holes",
@@ -70,6 +70,9 @@ PerturbationKind = Literal[
     "erode_dilate", "shift", "holes", "drop_components", "boundary_noise", "add_blobs", "truncate", "class_swap"
 ]
 Mask = NDArray[Any]
+
+NO_BOUNDARY_MM = 1e9
+"""Signed distance (mm) of a map without boundary (all or no foreground): beyond any perturbation's reach."""
 
 
 @dataclass(frozen=True)
@@ -118,27 +121,16 @@ def _as_map(mask: Any) -> Mask:
     return arr
 
 
-def _signed_distance(fg: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDArray[np.float64]:
-    """Signed distance to the boundary in mm: > 0 inside, < 0 outside, the boundary half a voxel out."""
-    if not fg.any():
-        return np.full(fg.shape, -1e9)
-    if fg.all():
-        return np.full(fg.shape, 1e9)
-    inside = ndimage.distance_transform_edt(fg, sampling=spacing)
-    outside = ndimage.distance_transform_edt(~fg, sampling=spacing)
-    half = 0.5 * min(spacing)
-    sd: NDArray[np.float64] = np.asarray(inside - outside - np.where(fg, half, -half), dtype=np.float64)
-    return sd
-
-
 def _smooth_field(
     seed: int, shape: tuple[int, ...], scale_mm: float, spacing: tuple[float, ...]
 ) -> NDArray[np.float64]:
-    rng = np.random.default_rng(seed)
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=[scale_mm / s for s in spacing], mode="wrap")
-    sd = float(f.std())
-    out: NDArray[np.float64] = f / sd if sd > 0 else f
-    return out
+    """The boundary-noise field of ``seed``: unit-std noise with correlation length ``scale_mm``."""
+    return smooth_noise(np.random.default_rng(seed), shape, [scale_mm / s for s in spacing])
+
+
+def _signed_distance(fg: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDArray[np.float64]:
+    """Signed distance in mm (> 0 inside; the boundary half a voxel out), ``+-NO_BOUNDARY_MM`` without boundary."""
+    return signed_distance(fg, spacing, fill_mm=NO_BOUNDARY_MM)
 
 
 def _grid_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> list[NDArray[np.float64]]:
@@ -154,11 +146,11 @@ def _ball(shape: tuple[int, ...], spacing: tuple[float, ...], center: Sequence[f
     return np.asarray(d2 <= radius_mm**2)
 
 
-def dice_score(a: Mask, b: Mask) -> float:
-    """Dice of the foregrounds (label != 0) of two maps; 1.0 when both are empty."""
-    fa, fb = np.asarray(a) != 0, np.asarray(b) != 0
-    total = int(fa.sum()) + int(fb.sum())
-    return 1.0 if total == 0 else float(2.0 * int((fa & fb).sum()) / total)
+def _fg_dice(a: Mask, b: Mask) -> float:
+    """Dice of the foregrounds (label != 0) of two maps, 1.0 when both are empty (:func:`labelwise.metrics.dice`)."""
+    from labelwise.metrics import dice  # compiled kernels: loaded on first use, not by `import labelwise.labels`
+
+    return dice(np.asarray(a) != 0, np.asarray(b) != 0)
 
 
 # ------------------------------------------------------------------------------------------------ kinds
@@ -206,12 +198,7 @@ def shift(mask: Mask, offset_voxels: Sequence[int]) -> tuple[Mask, Perturbation]
     off = [int(o) for o in offset_voxels]
     if len(off) != arr.ndim:
         raise DataError(f"offset {off} does not fit a map with {arr.ndim} axes")
-    out = np.zeros_like(arr)
-    if all(abs(o) < n for o, n in zip(off, arr.shape, strict=True)):
-        src = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(off, arr.shape, strict=True))
-        dst = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(off, arr.shape, strict=True))
-        out[dst] = arr[src]
-    return out, Perturbation("shift", {"offset_voxels": off})
+    return shift_zero_fill(arr, off), Perturbation("shift", {"offset_voxels": off})
 
 
 def holes(
@@ -506,8 +493,8 @@ def sample_candidates(
         if rng.random() < extra_prob:
             mild: PerturbationKind = ("holes", "add_blobs", "drop_components")[int(rng.integers(3))]
             cand, rec = random_perturbation(arr, rng, mild, sp, severity=float(rng.uniform(0.05, 0.3)))
-            if mild != "drop_components" or dice_score(arr, cand) > 0:
-                if dice_score(arr, cand) >= target:
+            if mild != "drop_components" or _fg_dice(arr, cand) > 0:
+                if _fg_dice(arr, cand) >= target:
                     base, records = cand, [rec]
         kind = _SEARCH_KINDS[int(rng.integers(len(_SEARCH_KINDS)))]
         direction = rng.standard_normal(nd)
@@ -523,7 +510,7 @@ def sample_candidates(
             best = alt if abs(alt[2] - target) < abs(best[2] - target) else best
         records.append(best[1])
         final = replay(arr, records, sp)
-        out.append(Candidate(final, tuple(records), dice_score(arr, final), target))
+        out.append(Candidate(final, tuple(records), _fg_dice(arr, final), target))
     return out
 
 
@@ -567,11 +554,11 @@ def _bisect(
     """Find strength s in [0, 1] with Dice(ref, ctx.make(kind, s)) closest to ``target`` (Dice falls as s grows)."""
     lo, hi = 0.0, 1.0
     m, r = ctx.make(kind, 0.0)
-    best = (m, r, dice_score(ref, m))
+    best = (m, r, _fg_dice(ref, m))
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
         m, r = ctx.make(kind, mid)
-        d = dice_score(ref, m)
+        d = _fg_dice(ref, m)
         if abs(d - target) < abs(best[2] - target):
             best = (m, r, d)
         if d > target:
@@ -579,7 +566,7 @@ def _bisect(
         else:
             hi = mid
     m, r = ctx.make(kind, hi)
-    d = dice_score(ref, m)
+    d = _fg_dice(ref, m)
     if abs(d - target) < abs(best[2] - target):
         best = (m, r, d)
     return best

@@ -114,6 +114,7 @@ class FitContext(Generic[ConfigT]):
         dist: Rank and world size.
         meta: Extra ``meta.json`` fields; hooks add to it, the template writes it once training ends.
         results: The result of each stage trained so far, by stage name (``"main"`` for the run dir itself).
+        val_counts: The number of validation cases of each stage, by stage name.
 
     """
 
@@ -125,6 +126,7 @@ class FitContext(Generic[ConfigT]):
     dist: DistInfo
     meta: dict[str, Any] = field(default_factory=dict)
     results: dict[str, FitResult] = field(default_factory=dict)
+    val_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -138,10 +140,11 @@ class FitContext(Generic[ConfigT]):
         """
         work = self.path if name is None else self.path / name
         result = Trainer(stage.task, stage.train, work, stage.source, stage.val_cases, device=stage.device).fit()
-        self.results["main" if name is None else name] = result
+        key = "main" if name is None else name
+        self.results[key] = result
+        self.val_counts[key] = len(stage.val_cases)
         if stage.train_cases is not None:
             self.meta.setdefault("train_cases", stage.train_cases)
-        self.meta.setdefault("val_cases", len(stage.val_cases))
         return result
 
     def write_json_once(self, name: str, payload: Mapping[str, Any]) -> Path:
@@ -334,7 +337,12 @@ class Method:
         result = cls.train(ctx)
         if dist.is_main:
             stages = {
-                k: {"best_epoch": r.best_epoch, "val_metrics": r.best_metrics, "steps": r.steps}
+                k: {
+                    "best_epoch": r.best_epoch,
+                    "val_metrics": r.best_metrics,
+                    "steps": r.steps,
+                    "val_cases": ctx.val_counts[k],
+                }
                 for k, r in ctx.results.items()
             }
             fields: dict[str, Any] = {
@@ -344,6 +352,7 @@ class Method:
                 "stopped_early": result.stopped_early,
                 "steps": sum(r.steps for r in ctx.results.values()) or result.steps,
                 "train_cases": len(dataset.split_ids("train")),
+                "val_cases": list(ctx.val_counts.values())[-1] if ctx.val_counts else 0,
             }
             if len(stages) > 1:
                 fields["stages"] = stages
@@ -351,7 +360,7 @@ class Method:
             rd.write_meta(**fields)
 
     @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> Predictor:
+    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> MethodPredictor[Any, Any]:
         """Rebuild the trained model(s) from ``run_dir`` (``config.yaml``, ``plan.json``, weights)."""
         return cls.Predictor(open_run(run_dir, cls.Config, device))
 
@@ -464,7 +473,9 @@ def train(
     return cfg
 
 
-def load_run(run_dir: str | Path, device: torch.device | str | None = None) -> tuple[type[Method], Any, Predictor]:
+def load_run(
+    run_dir: str | Path, device: torch.device | str | None = None
+) -> tuple[type[Method], Any, MethodPredictor[Any, Any]]:
     """Rebuild a trained run: ``(method class, config, predictor)``.
 
     A run that did not finish (``meta.json`` status not ``"finished"``: killed, failed or still training) is

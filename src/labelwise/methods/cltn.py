@@ -31,55 +31,40 @@ Adam, lr 1e-4, betas (0.5, 0.999), constant rate, batch 1.
 
 Segmentation: the mask of ``G_ab`` on the (working-size) image, optionally refined by a dense CRF, cleaned up
 (Otsu threshold, hole filling, largest component; ``postprocess: otsu``, the default) and resized back.
-Image-level gating (``gate``, see :mod:`labelwise.methods.cam`): the mask is emptied when ``G_ab``'s CAM
+Image-level gating (``gate``, see :mod:`labelwise.methods.weak`): the mask is emptied when ``G_ab``'s CAM
 classifier calls the image healthy (mean sigmoid of its two domain logits < 0.5); ``auto`` = on exactly when the
 healthy domain was real normal images.
 Selection: ``last`` (default; no pixel label read) or ``val`` (best mean IoU on the val split's masks, checked
-after each epoch).
+after each epoch); shared with ``cam`` (:mod:`labelwise.methods.weak`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelwise.data import Case, Dataset
-from labelwise.data.domains import DomainConfig, build_domains, prepare_image, write_example_dataset
-from labelwise.engine import (
-    RunDir,
-    StepContext,
-    TrainConfig,
-    Trainer,
-    TrainTask,
-    config_to_dict,
-    init_distributed,
-    seed_everything,
-)
-from labelwise.engine.planner import PLAN_NAME
-from labelwise.errors import ConfigError, DataError
-from labelwise.io import Prediction
-from labelwise.methods.base import Method, open_run, register_method
-from labelwise.methods.cam import (
-    DomainSource,
+from labelwise.data import Case
+from labelwise.data.domains import DomainConfig, prepare_image
+from labelwise.engine import StepContext, TrainConfig, TrainTask
+from labelwise.errors import ConfigError
+from labelwise.methods.base import register_method
+from labelwise.methods.weak import (
     GateMode,
+    PostprocessMode,
     SelectionMode,
-    empty_probability,
-    finish_probability,
+    WeakMethod,
+    WeakPredictor,
     gate_enabled,
-    selection_text,
-    val_cases,
+    mask_probability,
     val_scores,
-    weak_plan,
 )
-from labelwise.methods.crf import CRFConfig
 from labelwise.models.cltn import CLTNDiscriminator, CLTNGenerator, GeneratorOutput, discriminator_layers
+from labelwise.postprocess import CRFConfig
 
 __all__ = [
     "CLTNConfig",
@@ -90,8 +75,6 @@ __all__ = [
     "build_cltn",
     "lesion_probability",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,7 +123,7 @@ class CLTNConfig:
     weights: CLTNLossWeights = field(default_factory=CLTNLossWeights)
     beta1: float = 0.5
     threshold: float = 0.5
-    postprocess: Literal["none", "otsu"] = "otsu"
+    postprocess: PostprocessMode = "otsu"
     crf: bool = False
     crf_config: CRFConfig = field(default_factory=CRFConfig)
     augment: bool = True
@@ -210,17 +193,7 @@ class CLTNTask(TrainTask):
         img = prepare_image(case.image, self.channels, self.cfg.domain.image_size, case.id)
         out = self.modules["g_ab"](torch.from_numpy(img)[None].to(ctx.device))
         mask = out.mask[0, 0].float().cpu().numpy()
-        if self.gate and lesion_probability(out.cam_logit) < 0.5:
-            probs = empty_probability(case.spatial_shape)
-        else:
-            probs = finish_probability(
-                mask,
-                img,
-                case.spatial_shape,
-                self.cfg.threshold,
-                self.cfg.postprocess,
-                self.cfg.crf_config if self.cfg.crf else None,
-            )
+        probs = mask_probability(mask, lesion_probability(out.cam_logit), img, case.spatial_shape, self.cfg, self.gate)
         scores = val_scores(probs, case)
         scores["raw_max"] = float(mask.max())
         return scores
@@ -305,83 +278,18 @@ class CLTNTask(TrainTask):
         }
 
 
-@register_method("cltn")
-class CLTNMethod(Method):
-    """CAM-guided cycle-consistent lesion -> healthy translation; the attention mask is the segmentation."""
-
-    Config = CLTNConfig
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "full": {
-            "domain": {"image_size": 256},
-            "ngf": 64,
-            "ndf": 64,
-            "n_res": 4,
-            "global_layers": 7,
-            "local_layers": 5,
-            "train": {"epochs": 100, "steps_per_epoch": 1000, "batch_size": 1},
-        },
-        "smoke": {
-            "domain": {"image_size": 32},
-            "ngf": 4,
-            "ndf": 4,
-            "n_res": 1,
-            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "progress": False},
-        },
-    }
-    citation = "Du et al., Consistency label transfer network for weakly supervised medical image segmentation, 2021"
-    summary = "CAM-guided cycle-consistent lesion-to-healthy translation; the attention mask is the segmentation"
-
-    @classmethod
-    def fit(cls, dataset: Dataset, config: CLTNConfig, run_dir: str | Path) -> None:
-        """Train the six networks on the two domains (no masks read) and write the run directory."""
-        rd = RunDir(run_dir)
-        rd.prepare(cls.name, config_to_dict(config), dataset)
-        domains = build_domains(dataset, config.domain, "train")
-        weak_plan(dataset, config.domain.image_size).save(rd.path / PLAN_NAME)
-        seed_everything(config.train.seed)
-        nets = build_cltn(dataset.manifest.channels, config)
-        source = DomainSource(domains, config.augment, paired=True)
-        val = val_cases(dataset, config.selection)
-        task = CLTNTask(nets, config, domains.source, dataset.manifest.channels)
-        result = Trainer(task, config.train, rd.path, source, val).fit()
-        if init_distributed().is_main:
-            rd.write_meta(
-                status="finished",
-                steps=result.steps,
-                domains=domains.describe(),
-                healthy_source=domains.source,
-                gate=gate_enabled(config.gate, domains.source),
-                selection=selection_text(config.selection, result.best_epoch, result.best_metrics),
-            )
-
-    @classmethod
-    def example_dataset(cls, dest: Path) -> Dataset:
-        """A tiny weakly labelled dataset (image label ``lesion``) for the contract test."""
-        return write_example_dataset(dest)
-
-    @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> CLTNPredictor:
-        """Rebuild the lesion -> healthy generator and load its weights."""
-        return CLTNPredictor(run_dir, device)
-
-
-class CLTNPredictor:
+class CLTNPredictor(WeakPredictor[CLTNConfig]):
     """Predicts lesion masks (the attention mask of ``G_ab``) with a trained CLTN run.
 
-    Args:
-        run_dir: The run directory.
-        device: Device (default: CUDA if available).
-
+    Options: :class:`~labelwise.methods.weak.WeakOptions`; the lesion probability of the gate is the mean sigmoid
+    of ``G_ab``'s CAM logits.
     """
 
-    def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        run = open_run(run_dir, CLTNConfig, device)
-        self.config: CLTNConfig = run.config
-        self.plan, self.device = run.plan, run.device
+    def setup(self) -> None:
+        """Rebuild the six networks and load their weights; ``G_ab`` predicts."""
         self.nets = build_cltn(self.plan.channels, self.config)
-        run.load(self.nets)
-        self.generator = self.nets["g_ab"].eval()
-        self.healthy_source: str | None = run.rundir.read_meta().get("healthy_source")
+        self.run.load(self.nets)
+        self.generator = self.nets["g_ab"]
 
     def translate(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run ``G_ab`` on a working-size image.
@@ -407,39 +315,40 @@ class CLTNPredictor:
             out = self.generator(torch.from_numpy(image)[None].to(self.device))
         return lesion_probability(out.cam_logit)
 
-    def predict(
-        self,
-        case: Case,
-        crf: bool | None = None,
-        postprocess: str | None = None,
-        gate: str | None = None,
-        **options: Any,
-    ) -> Prediction:
-        """Lesion probabilities ``(2, H, W)`` of a 2D case in its own geometry.
+    def foreground_map(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """``G_ab``'s attention mask and its image-level lesion probability."""
+        return self.translate(image)[0], self.lesion_probability(image)
 
-        Args:
-            case: A 2D case with the plan's channels (grayscale is replicated for RGB models).
-            crf: Dense CRF refinement (default: the config's ``crf``).
-            postprocess: ``none`` or ``otsu`` (default: the config's).
-            gate: ``auto``, ``always`` or ``never`` (default: the config's). When enabled and ``G_ab``'s CAM
-                classifier gives a lesion probability below 0.5, the foreground probability is 0 everywhere (an
-                empty mask).
-            **options: Ignored (protocol compatibility, e.g. ``tta``).
 
-        """
-        if case.spatial_dims != 2:
-            raise DataError(f"case {case.id}: the cltn method predicts 2D images, got {case.spatial_dims}D")
-        img = prepare_image(case.image, self.plan.channels, self.config.domain.image_size, case.id)
-        if gate_enabled(gate or self.config.gate, self.healthy_source) and self.lesion_probability(img) < 0.5:
-            return Prediction(probs=empty_probability(case.spatial_shape))
-        mask, _, _ = self.translate(img)
-        use_crf = self.config.crf if crf is None else crf
-        probs = finish_probability(
-            mask,
-            img,
-            case.spatial_shape,
-            self.config.threshold,
-            self.config.postprocess if postprocess is None else postprocess,
-            self.config.crf_config if use_crf else None,
-        )
-        return Prediction(probs=probs)
+@register_method("cltn")
+class CLTNMethod(WeakMethod):
+    """CAM-guided cycle-consistent lesion -> healthy translation; the attention mask is the segmentation."""
+
+    Config = CLTNConfig
+    Predictor = CLTNPredictor
+    paired = True
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {
+            "domain": {"image_size": 256},
+            "ngf": 64,
+            "ndf": 64,
+            "n_res": 4,
+            "global_layers": 7,
+            "local_layers": 5,
+            "train": {"epochs": 100, "steps_per_epoch": 1000, "batch_size": 1},
+        },
+        "smoke": {
+            "domain": {"image_size": 32},
+            "ngf": 4,
+            "ndf": 4,
+            "n_res": 1,
+            "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "progress": False},
+        },
+    }
+    citation = "Du et al., Consistency label transfer network for weakly supervised medical image segmentation, 2021"
+    summary = "CAM-guided cycle-consistent lesion-to-healthy translation; the attention mask is the segmentation"
+
+    @classmethod
+    def task(cls, channels: int, config: CLTNConfig, healthy_source: str) -> CLTNTask:
+        """The six networks, trained on (lesion, healthy) pairs."""
+        return CLTNTask(build_cltn(channels, config), config, healthy_source, channels)

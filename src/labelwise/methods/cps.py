@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -43,32 +42,32 @@ from labelwise.engine import (
     AugmentConfig,
     PatchSource,
     Plan,
-    RunDir,
     StepContext,
     TrainConfig,
-    Trainer,
     TrainTask,
-    config_to_dict,
     make_plan,
     normalize_image,
     predict_probs,
     predict_slicewise,
     seed_everything,
 )
-from labelwise.engine.planner import PLAN_NAME
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.labels import fused_target
-from labelwise.methods.base import Method, open_run, register_method
+from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictOptions, Stage, register_method
+from labelwise.metrics import per_class_overlap
 from labelwise.models import ModelSpec, build_model, dice_ce_loss, spec_divisor
 from labelwise.uncertainty import PSEUDO_RATER
 
 __all__ = [
     "CPSConfig",
     "CPSMethod",
+    "CPSOptions",
     "CPSPredictor",
+    "CPSTask",
     "case_target",
     "cps_weight",
+    "fused_probs",
     "lovasz_softmax_loss",
     "prepare_image",
 ]
@@ -201,9 +200,7 @@ def prepare_image(case: Case, ct_windows: bool) -> Case:
 
 def case_target(case: Case, cfg: CPSConfig, num_classes: int) -> np.ndarray | None:
     """One-hot target ``(K, *spatial)`` of a case (model classes): ``cfg.rater``'s map or the majority vote."""
-    if cfg.rater is not None:
-        return fused_target(case, "rater", num_classes, cfg.rater)
-    return fused_target(case, "majority", num_classes)
+    return fused_target(case, "majority" if cfg.rater is None else "rater", num_classes, cfg.rater)
 
 
 def _supervised(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -222,16 +219,6 @@ class _PairSource:
         s = self.labelled.sample(epoch, index, rng)
         u = self.unlabelled.sample(epoch, index, rng)
         return {"image": s["image"], "target": s["target"], "u_image": u["image"], "case": s["case"], "aug": s["aug"]}
-
-
-def _dice_fg(pred: np.ndarray, label: np.ndarray, k: int) -> float:
-    out = []
-    for c in range(1, k):
-        p, t = pred == c, label == c
-        den = int(p.sum()) + int(t.sum())
-        if den:
-            out.append(2.0 * int((p & t).sum()) / den)
-    return float(np.mean(out)) if out else float("nan")
 
 
 class CPSTask(TrainTask):
@@ -271,7 +258,8 @@ class CPSTask(TrainTask):
         if self.plan.slicewise:
             idx = list(labelled_slice_indices(mc))
             label, pred = label[..., idx], pred[..., idx]
-        return {"dice": _dice_fg(pred, label, self.plan.num_classes)}
+        dice = per_class_overlap(pred, label, self.plan.num_classes, "dice", empty="nnunet")  # NaN: class absent
+        return {"dice": float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")}
 
 
 def fused_probs(
@@ -290,31 +278,6 @@ def fused_probs(
     return np.asarray(out / len(nets), dtype=np.float32)
 
 
-def _plan(dataset: Dataset, cases: list[Case], cfg: CPSConfig) -> Plan:
-    slicewise = dataset.spatial_dims == 3
-    plan = make_plan(cases, spec_divisor(cfg.model), slicewise, cfg.patch_size)
-    if cfg.ct_windows:
-        plan = replace(plan, dataset_channels=dataset.manifest.channels)
-    if cfg.classes:
-        names = tuple(dataset.class_names)
-        unknown = [c for c in cfg.classes if c not in names[1:]]
-        if unknown:
-            raise ConfigError(f"classes {unknown} are not foreground classes of {dataset.root}")
-        plan = replace(
-            plan,
-            class_names=("background", *cfg.classes),
-            dataset_class_names=names,
-            class_indices=(0, *(names.index(c) for c in cfg.classes)),
-        )
-    if slicewise:
-        chosen = {}
-        for c in cases:
-            if c.num_raters:
-                chosen[c.id] = list(k_slice_split(c, cfg.train_slices, cfg.slice_mode, cfg.train.seed).train)
-        plan = replace(plan, train_slices=chosen)
-    return plan
-
-
 def _pseudo_slices(path: str, plan: Plan) -> dict[str, tuple[np.ndarray, list[int]]]:
     """Case id -> (pseudo-label volume in model classes, kept slices) from a pseudo-label dataset."""
     ds = Dataset(path)
@@ -326,7 +289,7 @@ def _pseudo_slices(path: str, plan: Plan) -> dict[str, tuple[np.ndarray, list[in
             continue
         mc = plan.model_case(case) if tuple(ds.class_names) != tuple(plan.class_names) else case
         lab = mc.raters[case.rater_ids.index(PSEUDO_RATER)]
-        out[case.id] = (lab, list(labelled_slice_indices(case)) if case.spatial_dims == 3 else [])
+        out[case.id] = (lab, list(labelled_slice_indices(case)))
     return out
 
 
@@ -382,11 +345,52 @@ def _build_nets(cfg: CPSConfig, plan: Plan) -> tuple[torch.nn.Module, torch.nn.M
     return net_a, net_b
 
 
+@dataclass(frozen=True)
+class CPSOptions(PredictOptions):
+    """Prediction options of ``cps`` (None: the run config's value).
+
+    Attributes:
+        tta: Flip test-time augmentation.
+
+    """
+
+    tta: bool | None = None
+
+
+class CPSPredictor(MethodPredictor[CPSConfig, CPSOptions]):
+    """Predicts cases with a trained CPS run: the mean of both networks' softmax ``(K, *spatial)``.
+
+    The Prediction's ``samples`` hold the two networks' label maps ``(2, *spatial)`` (the inputs of
+    :mod:`labelwise.uncertainty`) and ``uncertainty`` their voxel disagreement (0 or 1).
+    """
+
+    Options = CPSOptions
+
+    def setup(self) -> None:
+        """Rebuild both networks from ``config.yaml`` + ``plan.json`` and load ``weights.safetensors``."""
+        net_a, net_b = _build_nets(self.config, self.plan)
+        self.nets = {"a": net_a, "b": net_b}
+        self.run.load(self.nets)
+
+    def predict_case(self, case: Case, options: CPSOptions) -> Prediction:
+        """Fused class probabilities, the two networks' label maps and their disagreement."""
+        prepared = prepare_image(case, self.config.ct_windows)
+        tta = self.config.tta if options.tta is None else options.tta
+        parts = [
+            fused_probs({n: m}, prepared, self.plan, self.config.overlap, tta, self.device)
+            for n, m in self.nets.items()
+        ]
+        probs = np.asarray((parts[0] + parts[1]) / 2, dtype=np.float32)
+        samples = np.stack([np.argmax(p, 0) for p in parts]).astype(np.uint8)
+        return Prediction(probs=probs, samples=samples, uncertainty=(samples[0] != samples[1]).astype(np.float32))
+
+
 @register_method("cps")
 class CPSMethod(Method):
     """Two differently initialised networks teaching each other on unlabelled data."""
 
     Config = CPSConfig
+    Predictor = CPSPredictor
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
             "model": {"name": "unet", "kwargs": {"channels": [32, 64, 128, 256], "num_res_units": 2}},
@@ -405,80 +409,34 @@ class CPSMethod(Method):
     summary = "Cross Pseudo Supervision: two networks, each supervised by the other's argmax on unlabelled data"
 
     @classmethod
-    def fit(cls, dataset: Dataset, config: CPSConfig, run_dir: str | Path) -> None:
-        """Plan, train both networks with the engine, and write the run directory (resumable)."""
-        rd = RunDir(run_dir)
-        resumed = rd.prepare(cls.name, config_to_dict(config), dataset)
+    def plan(cls, dataset: Dataset, config: CPSConfig) -> Plan:
+        """Patch size and normalisation (after CT windowing) from the train split; class subset; k slices."""
         train_cases = [prepare_image(c, config.ct_windows) for c in dataset.cases("train")]
-        plan_path = rd.path / PLAN_NAME
-        if not (resumed and plan_path.exists()):
-            _plan(dataset, train_cases, config).save(plan_path)
-        plan = Plan.load(plan_path)
+        slicewise = dataset.spatial_dims == 3
+        plan = make_plan(train_cases, spec_divisor(config.model), slicewise, config.patch_size)
+        if config.ct_windows:
+            plan = replace(plan, dataset_channels=dataset.manifest.channels)
+        plan = plan.select_classes(dataset.class_names, config.classes)
+        if slicewise:
+            seed = config.train.seed
+            chosen = {
+                c.id: list(k_slice_split(c, config.train_slices, config.slice_mode, seed).train)
+                for c in train_cases
+                if c.num_raters
+            }
+            plan = replace(plan, train_slices=chosen)
+        return plan
+
+    @classmethod
+    def build(cls, fit: FitContext[CPSConfig]) -> Stage:
+        """Networks a and b, labelled + unlabelled patches, validation Dice of the fused prediction."""
+        config, plan = fit.config, fit.plan
         net_a, net_b = _build_nets(config, plan)
-        lab, lab_ids, unl, unl_ids = _training_arrays(dataset, config, plan)
+        lab, lab_ids, unl, unl_ids = _training_arrays(fit.dataset, config, plan)
+        fit.meta.update(labelled_units=len(lab), unlabelled_units=len(unl), train_slices=plan.train_slices)
         seed = config.train.seed
         source = _PairSource(
             PatchSource(lab, plan.patch_size, config.augment, "target", config.foreground_p, lab_ids, seed=seed),
             PatchSource(unl, plan.patch_size, config.augment, None, 0.0, unl_ids, seed=seed + 1),
         )
-        val_cases = list(dataset.cases("val"))
-        result = Trainer(CPSTask(net_a, net_b, plan, config), config.train, rd.path, source, val_cases).fit()
-        rd.write_meta(
-            status="finished",
-            best_epoch=result.best_epoch,
-            val_metrics=result.best_metrics,
-            steps=result.steps,
-            labelled_units=len(lab),
-            unlabelled_units=len(unl),
-            train_slices=plan.train_slices,
-        )
-
-    @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> CPSPredictor:
-        """Rebuild both networks from ``config.yaml`` + ``plan.json`` and load ``weights.safetensors``."""
-        return CPSPredictor(run_dir, device)
-
-
-class CPSPredictor:
-    """Predicts cases with a trained CPS run (mean of both networks' softmax).
-
-    Args:
-        run_dir: The run directory.
-        device: Device (default: CUDA if available).
-
-    """
-
-    def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        run = open_run(run_dir, CPSConfig, device)
-        self.config: CPSConfig = run.config
-        self.plan, self.device = run.plan, run.device
-        net_a, net_b = _build_nets(self.config, self.plan)
-        self.nets = {"a": net_a, "b": net_b}
-        run.load(self.nets)
-
-    def predict(self, case: Case, tta: bool | None = None, **options: Any) -> Prediction:
-        """Fused class probabilities ``(K, *spatial)`` (mean of both networks' softmax).
-
-        The Prediction's ``samples`` hold the two networks' label maps ``(2, *spatial)`` (the inputs of
-        :mod:`labelwise.uncertainty`) and ``uncertainty`` their voxel disagreement (0 or 1).
-
-        Args:
-            case: A case of the training dataset's kind.
-            tta: Flip TTA (default: the config's ``tta``).
-            **options: Ignored (protocol compatibility).
-
-        """
-        prepared = prepare_image(case, self.config.ct_windows)
-        if prepared.image.shape[0] != self.plan.channels or case.spatial_dims != self.plan.data_spatial_dims:
-            raise DataError(
-                f"case {case.id}: image {case.image.shape} does not fit the model "
-                f"({self.plan.channels} channel(s) after preprocessing, {self.plan.data_spatial_dims}D)"
-            )
-        use_tta = self.config.tta if tta is None else tta
-        parts = [
-            fused_probs({n: m}, prepared, self.plan, self.config.overlap, use_tta, self.device)
-            for n, m in self.nets.items()
-        ]
-        probs = np.asarray((parts[0] + parts[1]) / 2, dtype=np.float32)
-        samples = np.stack([np.argmax(p, 0) for p in parts]).astype(np.uint8)
-        return Prediction(probs=probs, samples=samples, uncertainty=(samples[0] != samples[1]).astype(np.float32))
+        return Stage(CPSTask(net_a, net_b, plan, config), source, config.train, list(fit.dataset.cases("val")))

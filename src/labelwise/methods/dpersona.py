@@ -18,9 +18,10 @@ The selected weights of both stages are combined into ``RUN/weights.safetensors`
 Selection (validation split only): stage I on ``-GED`` of the samples vs the raters (``neg_ged``), stage II on the
 mean index-aligned Dice of head r vs rater r (``persona_dice``).
 
-Prediction: ``samples`` (``--samples N``, default ``samples``) label maps from the prior, ``probs`` = mean of the
-samples' softmax, and (``dpersona``) ``raters`` = one map per rater from the heads. Sampling is seeded
-(``seed`` option), so repeated predictions are identical. Missing raters are masked in every loss; cases without
+Prediction (options :class:`SamplingOptions`: ``samples`` and ``seed``): ``samples`` (``--samples N``, default the
+config's ``samples``) label maps from the prior, ``probs`` = mean of the samples' softmax, and (``dpersona``)
+``raters`` = one map per rater from the heads. Sampling is seeded (``seed``, default 0), so repeated predictions
+are identical. Missing raters are masked in every loss; cases without
 raters are skipped (logged). 3D volumes: ``slicewise: true`` (2D network, slice by slice).
 """
 
@@ -29,43 +30,43 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from labelwise.data import Case, Dataset
+from labelwise.data.slices import labelled_slice_indices
 from labelwise.engine import (
     AugmentConfig,
-    PatchSource,
+    FitResult,
     Plan,
-    RunDir,
     StepContext,
     TrainConfig,
-    Trainer,
     TrainTask,
-    config_from_dict,
-    config_to_dict,
     default_device,
-    init_distributed,
     load_weights,
     normalize_image,
     save_weights,
     seed_everything,
 )
-from labelwise.engine.planner import PLAN_NAME
-from labelwise.errors import ConfigError, DataError
+from labelwise.engine.distributed import barrier
+from labelwise.engine.rundir import WEIGHTS_NAME
+from labelwise.errors import ConfigError
 from labelwise.io import Prediction
-from labelwise.methods._multirater import (
+from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictOptions, Stage, register_method
+from labelwise.methods.multirater import (
     case_rater_stack,
-    fg_soft_dice,
-    labelled_slices,
+    check_case_raters,
+    check_raters,
+    encoder_divisor,
     load_rater_ids,
+    mean_foreground_soft_dice,
+    multirater_plan,
+    multirater_training,
     predict_whole,
-    prepare_training,
 )
-from labelwise.methods.base import Method, register_method
+from labelwise.metrics import dice, ged
 from labelwise.models.multirater_losses import (
     bound_constrained_loss,
     generalised_dice_loss,
@@ -75,7 +76,17 @@ from labelwise.models.multirater_losses import (
 )
 from labelwise.models.prob_unet import PersonaHeads, ProbUNet, posterior_input
 
-__all__ = ["DPersonaConfig", "DPersonaMethod", "ProbUNetConfig", "ProbUNetMethod", "ProbUNetPredictor"]
+__all__ = [
+    "DPersonaConfig",
+    "DPersonaMethod",
+    "DPersonaPredictor",
+    "PersonaTask",
+    "ProbUNetConfig",
+    "ProbUNetMethod",
+    "ProbUNetPredictor",
+    "ProbUNetTask",
+    "SamplingOptions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +174,6 @@ class DPersonaConfig(ProbUNetConfig):
     )
 
 
-def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
-    return m.module if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
-
-
 def _fg_masks(labels: np.ndarray) -> np.ndarray:
     """Binary foreground (any non-background class) of integer label maps."""
     return labels > 0
@@ -182,7 +189,7 @@ class ProbUNetTask(TrainTask):
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         """Loss of one micro-batch."""
-        net = _unwrap(ctx.module("net"))
+        net = self.modules["net"]  # its parts are called one by one (not through a DDP forward)
         assert isinstance(net, ProbUNet)
         image = batch["image"]
         raters = batch["raters"].long()
@@ -219,19 +226,17 @@ class ProbUNetTask(TrainTask):
         """GED (negated: higher is better) and soft Dice of ``samples`` prior samples vs the raters."""
         if case.num_raters == 0:
             return {}
-        from labelwise.metrics import ged
-
         net = self.modules["net"]
         assert isinstance(net, ProbUNet)
         out = _predict_prob(net, None, case, self.plan, self.cfg.samples, 0, 0, ctx.device)
         probs, samples, raters = out["probs"], out["samples"], case.raters
         if self.plan.slicewise:
-            idx = labelled_slices(case)
+            idx = list(labelled_slice_indices(case))
             probs, samples, raters = probs[..., idx], samples[..., idx], raters[..., idx]
         k = self.plan.num_classes
         return {
             "neg_ged": -ged(_fg_masks(samples), _fg_masks(raters)),
-            "soft_dice": fg_soft_dice(probs, raters, k),
+            "soft_dice": mean_foreground_soft_dice(probs, raters, k),
         }
 
 
@@ -274,8 +279,6 @@ class PersonaTask(TrainTask):
         """Mean Dice of head r vs rater r over the raters present."""
         if case.num_raters == 0:
             return {}
-        from labelwise.metrics import dice
-
         heads = self.modules["heads"]
         assert isinstance(heads, PersonaHeads)
         out = _predict_prob(self.frozen, heads, case, self.plan, 1, self.cfg.head_samples, 0, ctx.device)
@@ -283,7 +286,7 @@ class PersonaTask(TrainTask):
         stack = case_rater_stack(case, rater_ids)
         maps = out["raters"]
         if self.plan.slicewise:
-            idx = labelled_slices(case)
+            idx = list(labelled_slice_indices(case))
             stack, maps = stack[..., idx], maps[..., idx]
         scores = [dice(maps[i] > 0, stack[i] > 0) for i in range(len(rater_ids)) if stack[i].min() >= 0]
         return {"persona_dice": float(np.mean(scores))}
@@ -337,14 +340,104 @@ def _build_heads(cfg: DPersonaConfig, net: ProbUNet, plan: Plan, num_raters: int
     return PersonaHeads(plan.spatial_dims, net.backbone.out_channels, num_raters, cfg.latent_dim, cfg.head_hidden)
 
 
-def _fit_stage1(
-    dataset: Dataset, config: ProbUNetConfig, rd: RunDir, resumed: bool, work_dir: Path
-) -> tuple[ProbUNet, Plan, tuple[str, ...], Any, PatchSource]:
-    divisor = ProbUNet(2, 1, 2, 1, 1, config.channels, config.encoder).divisor
-    rater_ids, plan, source, val_cases = prepare_training(dataset, rd.path, resumed, divisor, config, "this method")
-    net = _build(config, plan, len(rater_ids))
-    result = Trainer(ProbUNetTask(net, plan, config), config.train, work_dir, source, val_cases).fit()
-    return net, plan, rater_ids, result, source
+def _prob_unet_stage(fit: FitContext[Any]) -> tuple[Stage, ProbUNet, tuple[str, ...]]:
+    """Stage I (the probabilistic U-Net over the run's raters) with its network and the rater order."""
+    config: ProbUNetConfig = fit.config
+    rater_ids, source, val_cases = multirater_training(fit)
+    net = _build(config, fit.plan, len(rater_ids))
+    return Stage(ProbUNetTask(net, fit.plan, config), source, config.train, val_cases), net, rater_ids
+
+
+@dataclass(frozen=True)
+class SamplingOptions(PredictOptions):
+    """Prediction options of ``prob-unet`` and ``dpersona`` (None: the default).
+
+    Attributes:
+        samples: Number of prior samples N >= 1 (None: the config's ``samples``).
+        seed: Seed of the sampling; the same seed gives the same samples (None: 0).
+
+    """
+
+    samples: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "seed"):
+            value: Any = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+            object.__setattr__(self, name, number)
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"samples must be >= 1, got {self.samples}")
+
+
+class ProbUNetPredictor(MethodPredictor[ProbUNetConfig, SamplingOptions]):
+    """Predicts cases with a trained ``prob-unet`` run: N prior samples and their mean."""
+
+    Options = SamplingOptions
+
+    def setup(self) -> None:
+        """Read the rater order, rebuild the network(s) and load their weights."""
+        self.rater_ids = load_rater_ids(self.run.rundir.path)
+        self.net = _build(self.config, self.plan, len(self.rater_ids))
+        self.heads = self.build_heads()
+        modules: dict[str, torch.nn.Module] = {"net": self.net}
+        if self.heads is not None:
+            modules["heads"] = self.heads
+        self.run.load(modules)
+
+    def build_heads(self) -> PersonaHeads | None:
+        """The per-rater heads (None: the probabilistic U-Net has none)."""
+        return None
+
+    @property
+    def head_samples(self) -> int:
+        """Prior samples the heads attend over (0 without heads)."""
+        return 0
+
+    def predict_case(self, case: Case, options: SamplingOptions) -> Prediction:
+        """N samples, their mean as the soft map, and (D-Persona) one map per rater.
+
+        Returns:
+            ``probs`` ``(K, *spatial)`` mean of the samples' softmax; ``samples`` ``(N, *spatial)`` uint8;
+            ``raters`` ``(R, *spatial)`` uint8 for ``dpersona`` (None for ``prob-unet``); ``uncertainty`` the
+            per-voxel entropy of ``probs`` (nats).
+
+        Raises:
+            ConfigError: the case has raters the model was not trained with.
+
+        """
+        n = self.config.samples if options.samples is None else options.samples
+        seed = 0 if options.seed is None else options.seed
+        check_case_raters(case, self.rater_ids)
+        out = _predict_prob(self.net, self.heads, case, self.plan, n, self.head_samples, seed, self.device)
+        probs = out["probs"].astype(np.float32)
+        entropy = -(probs * np.log(np.clip(probs, 1e-8, 1.0))).sum(0)
+        return Prediction(
+            probs=probs,
+            samples=np.rint(out["samples"]).astype(np.uint8),
+            raters=None if "raters" not in out else np.rint(out["raters"]).astype(np.uint8),
+            uncertainty=entropy.astype(np.float32),
+        )
+
+
+class DPersonaPredictor(ProbUNetPredictor):
+    """Predicts cases with a trained ``dpersona`` run: N prior samples, their mean and one map per rater."""
+
+    def build_heads(self) -> PersonaHeads:
+        """The R stage-II projection heads."""
+        assert isinstance(self.config, DPersonaConfig)
+        return _build_heads(self.config, self.net, self.plan, len(self.rater_ids))
+
+    @property
+    def head_samples(self) -> int:
+        """The config's ``head_samples``."""
+        assert isinstance(self.config, DPersonaConfig)
+        return self.config.head_samples
 
 
 @register_method("prob-unet")
@@ -352,6 +445,7 @@ class ProbUNetMethod(Method):
     """Probabilistic U-Net with a posterior over all raters (the diversity baseline)."""
 
     Config: ClassVar[type] = ProbUNetConfig
+    Predictor = ProbUNetPredictor
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
             "encoder": "resnet34",
@@ -363,31 +457,27 @@ class ProbUNetMethod(Method):
     summary = "probabilistic U-Net: N diverse samples from a learned prior (posterior sees all raters)"
 
     @classmethod
-    def fit(cls, dataset: Dataset, config: ProbUNetConfig, run_dir: str | Path) -> None:
-        """Train and write the run directory (resumes)."""
-        rd = RunDir(run_dir)
-        resumed = rd.prepare(cls.name, config_to_dict(config), dataset)
-        _, _, rater_ids, result, _ = _fit_stage1(dataset, config, rd, resumed, rd.path)
-        if init_distributed().is_main:
-            rd.write_meta(
-                status="finished",
-                best_epoch=result.best_epoch,
-                val_metrics=result.best_metrics,
-                steps=result.steps,
-                rater_ids=list(rater_ids),
-            )
+    def check(cls, dataset: Dataset, config: ProbUNetConfig) -> None:
+        """The dataset must have raters."""
+        check_raters(dataset, cls.name)
 
     @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> ProbUNetPredictor:
-        """Rebuild the model from the run directory."""
-        return ProbUNetPredictor(run_dir, device, cls.Config)
+    def plan(cls, dataset: Dataset, config: ProbUNetConfig) -> Plan:
+        """Patch size and normalisation from the train split (multiples of the encoder's down-sampling)."""
+        return multirater_plan(dataset, config, encoder_divisor(config.channels, config.encoder))
+
+    @classmethod
+    def build(cls, fit: FitContext[ProbUNetConfig]) -> Stage:
+        """The probabilistic U-Net over the run's raters, rater-stack patches, validation GED."""
+        return _prob_unet_stage(fit)[0]
 
 
 @register_method("dpersona")
-class DPersonaMethod(Method):
+class DPersonaMethod(ProbUNetMethod):
     """D-Persona: diversified (stage I, bound-constrained prob. U-Net) then personalised (stage II heads)."""
 
     Config: ClassVar[type] = DPersonaConfig
+    Predictor = DPersonaPredictor
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {
             "encoder": "resnet34",
@@ -414,107 +504,28 @@ class DPersonaMethod(Method):
     summary = "diverse samples (bound-constrained prob. U-Net) + one personalised map per rater"
 
     @classmethod
-    def fit(cls, dataset: Dataset, config: DPersonaConfig, run_dir: str | Path) -> None:
-        """Stage I in ``RUN/stage1``, stage II in ``RUN/stage2``, combined weights in ``RUN`` (each resumes)."""
-        rd = RunDir(run_dir)
-        resumed = rd.prepare(cls.name, config_to_dict(config), dataset)
-        s1 = rd.path / "stage1"
-        net, plan, rater_ids, r1, source = _fit_stage1(dataset, config, rd, resumed, s1)
-        load_weights(s1 / "weights.safetensors", {"net": net})  # the stage-I model selected on validation
+    def train(cls, fit: FitContext[DPersonaConfig]) -> FitResult:
+        """Stage I in ``RUN/stage1``, stage II in ``RUN/stage2`` (each resumes), combined weights in ``RUN``.
+
+        Stage II starts from the stage-I weights selected on validation, seeded with ``stage2.seed + 1``, and
+        samples the same patches as stage I. Rank 0 writes the combined ``weights.safetensors``.
+        """
+        config, plan = fit.config, fit.plan
+        stage1, net, rater_ids = _prob_unet_stage(fit)
+        r1 = fit.run_stage(stage1, "stage1")
+        load_weights(fit.path / "stage1" / WEIGHTS_NAME, {"net": net})
         seed_everything(config.stage2.seed + 1)
         heads = _build_heads(config, net, plan, len(rater_ids))
         device = default_device()
         task = PersonaTask(net, heads, plan, config, device, rater_ids)
-        val_cases = list(dataset.cases("val"))
-        r2 = Trainer(task, config.stage2, rd.path / "stage2", source, val_cases, device=device).fit()
-        if init_distributed().is_main:
-            load_weights(rd.path / "stage2" / "weights.safetensors", {"heads": heads})
+        r2 = fit.run_stage(Stage(task, stage1.source, config.stage2, stage1.val_cases, device=device), "stage2")
+        if fit.dist.is_main:
+            load_weights(fit.path / "stage2" / WEIGHTS_NAME, {"heads": heads})
             save_weights(
-                rd.weights_path,
+                fit.rundir.weights_path,
                 {"net": net, "heads": heads},
                 {"stage1_epoch": r1.best_epoch, "stage2_epoch": r2.best_epoch},
             )
-            rd.write_meta(
-                status="finished",
-                best_epoch=r2.best_epoch,
-                stage1={"best_epoch": r1.best_epoch, "val_metrics": r1.best_metrics, "steps": r1.steps},
-                val_metrics=r2.best_metrics,
-                steps=r1.steps + r2.steps,
-                rater_ids=list(rater_ids),
-            )
-
-    @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> ProbUNetPredictor:
-        """Rebuild stage I + heads from the run directory."""
-        return ProbUNetPredictor(run_dir, device, cls.Config)
-
-
-class ProbUNetPredictor:
-    """Predicts cases with a trained ``prob-unet`` or ``dpersona`` run.
-
-    Args:
-        run_dir: The run directory.
-        device: Device (default: CUDA if available).
-        config_cls: :class:`ProbUNetConfig` or :class:`DPersonaConfig` (heads are loaded for the latter).
-
-    """
-
-    def __init__(self, run_dir: str | Path, device: torch.device | str | None, config_cls: type) -> None:
-        rd = RunDir(run_dir)
-        _, cfg_map = rd.read_config()
-        self.config: ProbUNetConfig = config_from_dict(config_cls, cfg_map)
-        self.plan = Plan.load(rd.path / PLAN_NAME)
-        self.rater_ids = load_rater_ids(rd.path)
-        self.device = torch.device(device) if device is not None else default_device()
-        self.net = _build(self.config, self.plan, len(self.rater_ids))
-        modules: dict[str, torch.nn.Module] = {"net": self.net}
-        self.heads: PersonaHeads | None = None
-        if isinstance(self.config, DPersonaConfig):
-            self.heads = _build_heads(self.config, self.net, self.plan, len(self.rater_ids))
-            modules["heads"] = self.heads
-        if not rd.weights_path.exists():
-            raise DataError("no weights.safetensors (training did not finish)", rd.path)
-        load_weights(rd.weights_path, modules)
-        for m in modules.values():
-            m.to(self.device).eval()
-
-    def check_options(self, samples: int | str | None = None, **options: Any) -> None:
-        """Validate prediction options once before predicting many cases (raises :class:`ConfigError`)."""
-        if samples is not None and int(samples) < 1:
-            raise ConfigError(f"samples must be >= 1, got {samples}")
-
-    def predict(self, case: Case, samples: int | str | None = None, seed: int = 0, **options: Any) -> Prediction:
-        """N samples, their mean as the soft map, and (D-Persona) one map per rater.
-
-        Args:
-            case: Any case with the plan's channels and dims; its raters (if any) must be among the training raters.
-            samples: Number of prior samples N (default: the config's ``samples``).
-            seed: Seed of the sampling (same seed, same samples).
-            **options: Ignored (e.g. ``tta``, ``rater_weights``).
-
-        Returns:
-            ``probs`` ``(K, *spatial)`` mean of the samples' softmax; ``samples`` ``(N, *spatial)`` uint8;
-            ``raters`` ``(R, *spatial)`` uint8 for ``dpersona`` (None for ``prob-unet``); ``uncertainty`` the
-            per-voxel entropy of ``probs`` (nats).
-
-        """
-        n = self.config.samples if samples is None else int(samples)
-        if n < 1:
-            raise ConfigError(f"samples must be >= 1, got {n}")
-        if case.image.shape[0] != self.plan.channels or case.spatial_dims != self.plan.data_spatial_dims:
-            raise DataError(
-                f"case {case.id}: image {case.image.shape} does not fit the model "
-                f"({self.plan.channels} channel(s), {self.plan.data_spatial_dims}D)"
-            )
-        if case.num_raters:
-            case_rater_stack(case, self.rater_ids)
-        head_samples = self.config.head_samples if isinstance(self.config, DPersonaConfig) else 0
-        out = _predict_prob(self.net, self.heads, case, self.plan, n, head_samples, seed, self.device)
-        probs = out["probs"].astype(np.float32)
-        entropy = -(probs * np.log(np.clip(probs, 1e-8, 1.0))).sum(0)
-        return Prediction(
-            probs=probs,
-            samples=np.rint(out["samples"]).astype(np.uint8),
-            raters=None if "raters" not in out else np.rint(out["raters"]).astype(np.uint8),
-            uncertainty=entropy.astype(np.float32),
-        )
+        barrier()
+        fit.meta["stage1"] = {"best_epoch": r1.best_epoch, "val_metrics": r1.best_metrics, "steps": r1.steps}
+        return r2

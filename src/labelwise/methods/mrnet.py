@@ -12,10 +12,11 @@ rater -- each with the soft target ``sum_i c_i * onehot(mask_i)`` over the rater
 Missing raters get zero weight in every condition and are excluded from the head loss; cases without raters are
 skipped (logged). Selection: the epoch with the best validation soft Dice (QUBIQ thresholds, uniform condition).
 
-Prediction: ``predict(case, rater_weights=...)`` with a weighting over the training raters (default uniform =
-consensus; ``"0,1,0,..."`` = one rater; any mix summing to 1) returns the calibrated soft map as ``probs``, the
-per-rater heads as ``raters`` (and ``rater_probs``), and the rater std as ``uncertainty``. 3D volumes: train with
-``slicewise: true`` and predict slice by slice.
+Prediction: ``predict(case, rater_weights=...)`` (:class:`MRNetOptions`, its only option) with a weighting over
+the training raters (default: the config's ``rater_weights``, else uniform = consensus; ``"0,1,0,..."`` = one rater;
+any mix summing to 1) returns the calibrated soft map as ``probs``, the per-rater heads as ``raters`` (and
+``rater_probs``), and the rater std as ``uncertainty``. 3D volumes: train with ``slicewise: true`` and predict slice
+by slice.
 """
 
 from __future__ import annotations
@@ -23,41 +24,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from labelwise.data import Case, Dataset
-from labelwise.engine import (
-    AugmentConfig,
-    Plan,
-    RunDir,
-    StepContext,
-    TrainConfig,
-    Trainer,
-    TrainTask,
-    config_to_dict,
-    init_distributed,
-    normalize_image,
-)
-from labelwise.errors import ConfigError, DataError
+from labelwise.data.slices import labelled_slice_indices
+from labelwise.engine import AugmentConfig, Plan, StepContext, TrainConfig, TrainTask, normalize_image
+from labelwise.errors import ConfigError
 from labelwise.io import Prediction
-from labelwise.methods._multirater import (
-    case_rater_stack,
-    fg_soft_dice,
-    labelled_slices,
+from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictOptions, Stage, register_method
+from labelwise.methods.multirater import (
+    check_case_raters,
+    check_raters,
+    encoder_divisor,
     load_rater_ids,
-    parse_float_list,
+    mean_foreground_soft_dice,
+    multirater_plan,
+    multirater_training,
     predict_whole,
-    prepare_training,
 )
-from labelwise.methods.base import Method, open_run, register_method
 from labelwise.models.mrnet import MRNet, check_condition
 from labelwise.models.multirater_losses import one_hot_raters, rater_presence, soft_cross_entropy
 
-__all__ = ["MRNetConfig", "MRNetMethod", "MRNetPredictor", "draw_conditions"]
+__all__ = ["MRNetConfig", "MRNetMethod", "MRNetOptions", "MRNetPredictor", "draw_conditions"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +168,9 @@ class MRNetTask(TrainTask):
         head_logits = out.raters.reshape(3 * b * r, k, *out.raters.shape[3:])
         head_target = onehot.repeat(3, *([1] * (onehot.ndim - 1))).reshape(3 * b * r, k, *onehot.shape[3:])
         heads = soft_cross_entropy(head_logits, head_target, present.repeat(3, 1).reshape(-1))
-        net = ctx.module("net")
-        net_mod: MRNet = net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net  # type: ignore[assignment]
-        rec = net_mod.feature_reconstruction_loss(img3, out.coarse, target, valid3)
+        net = self.modules["net"]  # the unwrapped module (the call above went through DDP)
+        assert isinstance(net, MRNet)
+        rec = net.feature_reconstruction_loss(img3, out.coarse, target, valid3)
         loss = main + self.cfg.rater_head_weight * heads + self.cfg.feature_rec_weight * rec
         return {"loss": loss, "main": main.detach(), "heads": heads.detach(), "feature_rec": rec.detach()}
 
@@ -193,9 +184,9 @@ class MRNetTask(TrainTask):
         out = _predict_mrnet(net, case, self.plan, self.cfg.slicewise, (1.0 / r,) * r, ctx.device)
         probs, raters = out["probs"], case.raters
         if self.plan.slicewise:
-            idx = labelled_slices(case)
+            idx = list(labelled_slice_indices(case))
             probs, raters = probs[..., idx], raters[..., idx]
-        return {"soft_dice": fg_soft_dice(probs, raters, self.plan.num_classes)}
+        return {"soft_dice": mean_foreground_soft_dice(probs, raters, self.plan.num_classes)}
 
 
 def _predict_mrnet(
@@ -219,51 +210,6 @@ def _predict_mrnet(
     return predict_whole(fn, image, net.divisor, slicewise, device)
 
 
-@register_method("mrnet")
-class MRNetMethod(Method):
-    """MRNet: rater-conditioned coarse + multi-rater reconstruction networks with uncertainty attention."""
-
-    Config = MRNetConfig
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "full": {
-            "encoder": "resnet34",
-            "channels": [32, 64, 128, 256],
-            "train": {"epochs": 200, "steps_per_epoch": 250, "batch_size": 8, "lr": 1e-4, "weight_decay": 5e-4},
-        },
-        "smoke": {"channels": [4, 8], "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2}},
-    }
-    citation = "Ji et al., Learning Calibrated Medical Image Segmentation via Multi-Rater Agreement Modeling, CVPR 2021"
-    summary = "calibrated consensus + any rater mix + per-rater maps (rater-conditioned ConvLSTM, R heads)"
-
-    @classmethod
-    def fit(cls, dataset: Dataset, config: MRNetConfig, run_dir: str | Path) -> None:
-        """Plan, train with the engine and write the run directory (resumes an interrupted run)."""
-        rd = RunDir(run_dir)
-        resumed = rd.prepare(cls.name, config_to_dict(config), dataset)
-        if config.rater_weights is not None and dataset.rater_ids:
-            check_condition(config.rater_weights, len(dataset.rater_ids))
-        divisor = MRNet(2, 1, 2, 1, config.channels, config.encoder).divisor
-        rater_ids, plan, source, val_cases = prepare_training(dataset, rd.path, resumed, divisor, config, "MRNet")
-        net = _build(config, plan, len(rater_ids))
-        task = MRNetTask(net, plan, config, rater_ids)
-        result = Trainer(task, config.train, rd.path, source, val_cases).fit()
-        if init_distributed().is_main:
-            rd.write_meta(
-                status="finished",
-                best_epoch=result.best_epoch,
-                val_metrics=result.best_metrics,
-                steps=result.steps,
-                train_cases=len(dataset.split_ids("train")),
-                val_cases=len(val_cases),
-                rater_ids=list(rater_ids),
-            )
-
-    @classmethod
-    def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> MRNetPredictor:
-        """Rebuild the network from the run directory."""
-        return MRNetPredictor(run_dir, device)
-
-
 def _build(cfg: MRNetConfig, plan: Plan, num_raters: int) -> MRNet:
     return MRNet(
         plan.spatial_dims,
@@ -277,67 +223,80 @@ def _build(cfg: MRNetConfig, plan: Plan, num_raters: int) -> MRNet:
     )
 
 
-class MRNetPredictor:
-    """Predicts cases with a trained MRNet run.
+@dataclass(frozen=True)
+class MRNetOptions(PredictOptions):
+    """Prediction options of ``mrnet`` (None: the run config's value).
 
-    Args:
-        run_dir: The run directory.
-        device: Device (default: CUDA if available).
+    Attributes:
+        rater_weights: One non-negative weight per training rater summing to 1, in the run's rater order; a
+            sequence or the CLI's ``"0.5,0.5,0,..."`` (parsed here; the length and the sum are checked by
+            :meth:`MRNetPredictor.options`, which knows R). None: the config's ``rater_weights``, else uniform.
 
     """
 
-    def __init__(self, run_dir: str | Path, device: torch.device | str | None = None) -> None:
-        run = open_run(run_dir, MRNetConfig, device)
-        self.config: MRNetConfig = run.config
-        self.plan, self.device = run.plan, run.device
-        self.rater_ids = load_rater_ids(run.rundir.path)
-        self.net = _build(self.config, self.plan, len(self.rater_ids))
-        run.load({"net": self.net})
+    rater_weights: tuple[float, ...] | None = None
 
-    def rater_weighting(self, rater_weights: str | Sequence[float] | None = None) -> tuple[float, ...]:
-        """The validated weighting: ``rater_weights``, else the config's default, else uniform.
+    def __post_init__(self) -> None:
+        value: Any = self.rater_weights
+        if value is None:
+            return
+        if isinstance(value, str):
+            try:
+                parsed = tuple(float(v) for v in value.replace(" ", "").split(",") if v != "")
+            except ValueError:
+                raise ConfigError(f"rater_weights: expected comma-separated numbers, got {value!r}") from None
+        else:
+            try:
+                parsed = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"rater_weights: expected a sequence of numbers, got {value!r}") from None
+        object.__setattr__(self, "rater_weights", parsed)
+
+
+class MRNetPredictor(MethodPredictor[MRNetConfig, MRNetOptions]):
+    """Predicts cases with a trained MRNet run (``rater_ids``: the run's rater order)."""
+
+    Options = MRNetOptions
+
+    def setup(self) -> None:
+        """Read the rater order, rebuild the network and load its weights."""
+        self.rater_ids = load_rater_ids(self.run.rundir.path)
+        self.net = _build(self.config, self.plan, len(self.rater_ids))
+        self.run.load({"net": self.net})
+
+    def options(self, **given: Any) -> MRNetOptions:
+        """The typed options; ``rater_weights`` is also checked against the R training raters.
 
         Raises:
-            ConfigError: wrong length (not the number of training raters), negative/non-finite, sum not 1.
+            ConfigError: an option ``mrnet`` does not take; weights that are not numbers, of the wrong length
+                (not R), negative or non-finite, or not summing to 1.
 
         """
+        opts = super().options(**given)
+        self.weighting(opts)
+        return opts
+
+    def weighting(self, options: MRNetOptions) -> tuple[float, ...]:
+        """The validated rater weighting: the option's, else the config's default, else uniform."""
         r = len(self.rater_ids)
-        if rater_weights is None:
+        weights = options.rater_weights
+        if weights is None:
             weights = self.config.rater_weights or (1.0 / r,) * r
-        else:
-            weights = parse_float_list(rater_weights, "rater_weights")
         return check_condition(weights, r)
 
-    def check_options(self, rater_weights: str | Sequence[float] | None = None, **options: Any) -> None:
-        """Validate prediction options once before predicting many cases (raises :class:`ConfigError`)."""
-        self.rater_weighting(rater_weights)
-
-    def predict(self, case: Case, rater_weights: str | Sequence[float] | None = None, **options: Any) -> Prediction:
-        """Calibrated soft map for a rater weighting, plus per-rater maps.
-
-        Args:
-            case: Any case with the plan's channels and dims; its raters (if any) must be among the training raters.
-            rater_weights: One non-negative weight per training rater summing to 1 (a sequence or
-                ``"0.5,0.5,0,..."``); default: the config's ``rater_weights`` or uniform.
-            **options: Ignored (e.g. ``tta``, ``samples``).
+    def predict_case(self, case: Case, options: MRNetOptions) -> Prediction:
+        """Calibrated soft map for the rater weighting, plus per-rater maps.
 
         Returns:
             ``probs`` ``(K, *spatial)`` for the weighting; ``raters`` ``(R, *spatial)`` uint8 argmax of each head;
             ``rater_probs`` ``(R, K, *spatial)``; ``uncertainty`` ``(*spatial)`` std over the rater heads.
 
         Raises:
-            ConfigError: weights of the wrong length, negative, or not summing to 1; unknown raters in the case.
-            DataError: the image does not fit the model.
+            ConfigError: the case has raters the model was not trained with.
 
         """
-        weights = self.rater_weighting(rater_weights)
-        if case.image.shape[0] != self.plan.channels or case.spatial_dims != self.plan.data_spatial_dims:
-            raise DataError(
-                f"case {case.id}: image {case.image.shape} does not fit the model "
-                f"({self.plan.channels} channel(s), {self.plan.data_spatial_dims}D)"
-            )
-        if case.num_raters:
-            case_rater_stack(case, self.rater_ids)
+        weights = self.weighting(options)
+        check_case_raters(case, self.rater_ids)
         out = _predict_mrnet(self.net, case, self.plan, self.plan.slicewise, weights, self.device)
         rprobs = out["rater_probs"]
         return Prediction(
@@ -346,3 +305,40 @@ class MRNetPredictor:
             uncertainty=out["uncertainty"].astype(np.float32),
             rater_probs=rprobs.astype(np.float32),
         )
+
+
+@register_method("mrnet")
+class MRNetMethod(Method):
+    """MRNet: rater-conditioned coarse + multi-rater reconstruction networks with uncertainty attention."""
+
+    Config = MRNetConfig
+    Predictor = MRNetPredictor
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {
+            "encoder": "resnet34",
+            "channels": [32, 64, 128, 256],
+            "train": {"epochs": 200, "steps_per_epoch": 250, "batch_size": 8, "lr": 1e-4, "weight_decay": 5e-4},
+        },
+        "smoke": {"channels": [4, 8], "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 2}},
+    }
+    citation = "Ji et al., Learning Calibrated Medical Image Segmentation via Multi-Rater Agreement Modeling, CVPR 2021"
+    summary = "calibrated consensus + any rater mix + per-rater maps (rater-conditioned ConvLSTM, R heads)"
+
+    @classmethod
+    def check(cls, dataset: Dataset, config: MRNetConfig) -> None:
+        """The dataset must have raters, and the default ``rater_weights`` one weight per rater."""
+        check_raters(dataset, cls.name)
+        if config.rater_weights is not None:
+            check_condition(config.rater_weights, len(dataset.rater_ids))
+
+    @classmethod
+    def plan(cls, dataset: Dataset, config: MRNetConfig) -> Plan:
+        """Patch size and normalisation from the train split (multiples of the encoder's down-sampling)."""
+        return multirater_plan(dataset, config, encoder_divisor(config.channels, config.encoder))
+
+    @classmethod
+    def build(cls, fit: FitContext[MRNetConfig]) -> Stage:
+        """The network over the run's raters, rater-stack patches and validation soft Dice."""
+        rater_ids, source, val_cases = multirater_training(fit)
+        net = _build(fit.config, fit.plan, len(rater_ids))
+        return Stage(MRNetTask(net, fit.plan, fit.config, rater_ids), source, fit.config.train, val_cases)

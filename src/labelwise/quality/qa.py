@@ -17,9 +17,10 @@ Outputs (in ``out``)::
     evaluation.json    only with a reference: Pearson, Spearman, Kendall, MAE, top-10% worst-case recall of
                        the sentinel and of each baseline, at structure and at slice level
 
-With a reference the true Dice of a structure is computed over all allowed slices (3D) with both-empty = 1;
-per slice over that slice. ``reference="others"`` scores each rater against the majority vote of the *other*
-raters (ties go to background).
+With a reference the true Dice of a structure is computed over all allowed slices (3D) with both-empty = 1
+(:func:`labelwise.metrics.dice`); per slice over that slice. ``reference="others"`` scores each rater against the
+majority vote of the *other* raters (:func:`labelwise.labels.majority_vote` with ``tie="lowest"``: a tie goes to
+the lowest tied class index, so a tie with background goes to background).
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from labelwise.data import Case, Dataset
 from labelwise.errors import ConfigError, DataError
+from labelwise.labels import majority_vote
+from labelwise.metrics import dice
+
+if TYPE_CHECKING:
+    from labelwise.methods.sentinel import SegProbs, SentinelPredictor
 
 __all__ = ["QAResult", "QARow", "read_quality_csv", "run_qa", "write_qa"]
 
@@ -70,26 +76,17 @@ class QAResult:
     evaluation: dict[str, Any] | None = None
 
 
-def _loo_majority(case: Case, rater: str) -> np.ndarray:
-    others = [case.raters[i] for i, r in enumerate(case.rater_ids) if r != rater]
-    if not others:
-        raise DataError(f"case {case.id}: reference 'others' needs at least two raters")
-    stack = np.stack(others)
-    k = int(stack.max()) + 1
-    counts = np.stack([(stack == c).sum(axis=0) for c in range(k)])
-    best = counts.max(axis=0)
-    out = np.argmax(counts, axis=0)
-    # a tie with background goes to background
-    return np.asarray(np.where(counts[0] == best, 0, out), dtype=np.int16)
-
-
 def _reference(case: Case, reference: str | None, source: str) -> np.ndarray | None:
+    """The reference label map for the candidate ``source`` (a rater id for ``reference="others"``)."""
     from labelwise.methods.sentinel import reference_map
 
     if reference is None:
         return None
-    if reference == "others":
-        return _loo_majority(case, source)
+    if reference == "others":  # leave-one-rater-out majority
+        others = [case.raters[i] for i, r in enumerate(case.rater_ids) if r != source]
+        if not others:
+            raise DataError(f"case {case.id}: reference 'others' needs at least two raters")
+        return majority_vote(np.stack(others), tie="lowest")
     if reference == "majority":
         return reference_map(case, None)
     if reference not in case.rater_ids:
@@ -155,12 +152,13 @@ def run_qa(
     """
     from labelwise.engine import RunDir
     from labelwise.engine.config import resolve_device
+    from labelwise.methods.base import open_run
     from labelwise.methods.sentinel import (
+        SentinelConfig,
         SentinelPredictor,
-        _take,
-        dice,
         score_label_map,
         structure_names,
+        take_slice,
     )
 
     rd = RunDir(model)
@@ -184,7 +182,7 @@ def run_qa(
     if masks_path is not None and not masks_path.is_dir():
         raise DataError("prediction folder not found", masks_path)
     rd.warn_if_unfinished()
-    predictor = SentinelPredictor(model, torch_device)
+    predictor = SentinelPredictor(open_run(model, SentinelConfig, torch_device))
     held = rd.read_meta().get("heldout_slices", {}) if heldout_only else {}
     if heldout_only and not held:
         raise ConfigError(f"{model}: the run held no slices out (train with slice_holdout > 0)")
@@ -232,29 +230,30 @@ def run_qa(
                     if allowed is not None:
                         c3, r3 = c3[..., allowed], r3[..., allowed]
                     row.true_dice = dice(c3, r3)
-                    row.slice_true = tuple(dice(_take(lab == k, z), _take(ref == k, z)) for z in s.slices)
+                    row.slice_true = tuple(dice(take_slice(lab == k, z), take_slice(ref == k, z)) for z in s.slices)
                 rows.append(row)
     return QAResult(rows, _evaluate(rows) if reference is not None else None)
 
 
 def _perturb_rows(
-    predictor: Any,
+    predictor: SentinelPredictor,
     case: Case,
     reference: str | None,
     structures: Sequence[str] | None,
     allowed: list[int] | None,
     n: int,
     rng: np.random.Generator,
-    seg: Any,
+    seg: SegProbs | None,
 ) -> list[QARow]:
+    """Rows for ``n`` perturbations of the reference per (slice, structure) of ``case`` (``--perturb``)."""
     from labelwise.methods.sentinel import (
-        _seg_slice,
-        _take,
         crop_input,
         intensity_unit,
         perturb_mask,
+        seg_slice,
         slice_indices,
         structure_names,
+        take_slice,
         uncertainty_scores,
     )
 
@@ -273,21 +272,21 @@ def _perturb_rows(
             [None] if case.spatial_dims == 2 else list(slice_indices(r3, cfg.slices_per_structure, allowed))
         )
         for z in zs:
-            gt = _take(r3, z)
+            gt = take_slice(r3, z)
             if not gt.any():
                 continue
-            for i, (cand, rec, d) in enumerate(perturb_mask(_take(ref, z), k, n, rng, case.spacing_mm[:2])):
+            for i, (cand, rec, d) in enumerate(perturb_mask(take_slice(ref, z), k, n, rng, case.spacing_mm[:2])):
                 src = f"perturb:{i}:" + "+".join(str(o["kind"]) for o in rec)
                 if not cand.any():
                     out.append(
                         QARow(case.id, name, src, 0.0, 0, True, d, slices=(z,), slice_pred=(0.0,), slice_true=(d,))
                     )
                     continue
-                x = crop_input(_take(unit, z), cand, cfg.crop_size, cfg.crop_margin)
+                x = crop_input(take_slice(unit, z), cand, cfg.crop_size, cfg.crop_margin)
                 p = float(predictor.score_inputs(x[None], [name])[0])
                 bl = None
                 if seg is not None:
-                    bl = uncertainty_scores(_seg_slice(seg, z), cand, k)
+                    bl = uncertainty_scores(seg_slice(seg, z), cand, k)
                 out.append(
                     QARow(
                         case.id,

@@ -16,6 +16,7 @@ import numpy as np
 
 from labelwise.data import Dataset
 from labelwise.errors import DataError
+from labelwise.evaluation import MAJORITY, MEAN_OF_RATERS
 from labelwise.io import PredictionIndex, read_prediction, write_text_atomic
 from labelwise.report.figures import agreement_png, case_panel_png, reliability_png
 
@@ -45,7 +46,7 @@ def load_evaluation(
     eval_dir: str | Path,
     name: str | None = None,
     pred_dir: str | Path | None = None,
-    references: Sequence[str] = ("majority", "mean_of_raters"),
+    references: Sequence[str] = (MAJORITY, MEAN_OF_RATERS),
 ) -> MethodResult:
     """Read ``summary.json`` written by ``labelwise evaluate`` into a :class:`MethodResult`.
 

@@ -8,8 +8,9 @@ with the majority vote: certainty = mean over runs and foreground classes of IoU
 is empty in both counts as IoU 1.
 
 The vote here is a **plurality** vote (the class with most votes, ties to the lower class index), the FLARE
-convention; :func:`labelwise.metrics.evaluation.majority_vote` is the stricter "more than half" vote used as an
-evaluation reference.
+convention: :func:`labelwise.labels.majority_vote` with ``tie="lowest"`` applied to N predictions. The stricter
+"more than half" vote used as an evaluation reference is :func:`labelwise.labels.strict_majority`. The IoU is
+:func:`labelwise.metrics.per_class_overlap` under the ``"labelwise"`` empty-mask convention (empty/empty = 1).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from labelwise.errors import DataError
+from labelwise.labels import majority_vote
+from labelwise.metrics import per_class_overlap
 
 __all__ = ["ChunkCertainty", "agreement_map", "certainty", "chunk_certainty", "class_iou", "plurality_vote"]
 
@@ -47,7 +50,7 @@ def _stack(labels: np.ndarray | Sequence[np.ndarray], num_classes: int | None) -
 
 
 def plurality_vote(labels: np.ndarray | Sequence[np.ndarray], num_classes: int | None = None) -> np.ndarray:
-    """Per-voxel most frequent class over N predictions.
+    """Per-voxel most frequent class over N predictions (:func:`labelwise.labels.majority_vote`, ties to the lowest).
 
     Args:
         labels: ``(N, *spatial)`` integer label maps (or a list of N equally shaped maps).
@@ -62,8 +65,7 @@ def plurality_vote(labels: np.ndarray | Sequence[np.ndarray], num_classes: int |
 
     """
     arr, k = _stack(labels, num_classes)
-    counts = np.stack([(arr == c).sum(axis=0) for c in range(k)])
-    return np.asarray(np.argmax(counts, axis=0), dtype=np.int16)
+    return majority_vote(arr, num_classes=k, tie="lowest")
 
 
 def agreement_map(labels: np.ndarray | Sequence[np.ndarray], num_classes: int | None = None) -> np.ndarray:
@@ -101,13 +103,7 @@ def class_iou(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise DataError(f"label maps have different shapes {a.shape} and {b.shape}")
-    out = np.ones(num_classes - 1, dtype=np.float64)
-    for c in range(1, num_classes):
-        pa, pb = a == c, b == c
-        union = int(np.count_nonzero(pa | pb))
-        if union:
-            out[c - 1] = np.count_nonzero(pa & pb) / union
-    return out
+    return per_class_overlap(a, b, num_classes, "iou", empty="labelwise")
 
 
 def certainty(

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from labelwise.data import DatasetWriter
+from labelwise.evaluation import EvaluationConfig, bootstrap_ci, evaluate_folder
 from labelwise.io import Prediction, PredictionIndex, write_prediction
-from labelwise.metrics.evaluation import EvaluationConfig, bootstrap_ci, evaluate_folder, majority_vote
+from labelwise.labels import strict_majority
 
 SPACING = (1.0, 1.0, 2.0)
 SHAPE = (8, 9, 6)
@@ -63,7 +64,7 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_majority_vote() -> None:
     r = np.array([[1, 1, 0, 2], [1, 0, 0, 2], [0, 0, 2, 1]])
-    assert majority_vote(r, 3).tolist() == [1, 0, 0, 2]
+    assert strict_majority(r, 3).tolist() == [1, 0, 0, 2]
 
 
 def test_bootstrap_ci_contains_mean() -> None:

@@ -11,9 +11,7 @@ import pytest
 
 from labelwise.data import DatasetWriter
 from labelwise.errors import ConfigError
-from labelwise.io import Prediction, PredictionIndex, write_label, write_prediction
-from labelwise.metrics import surface_distances
-from labelwise.metrics.evaluation import (
+from labelwise.evaluation import (
     EvaluationConfig,
     SliceSelection,
     evaluate_folder,
@@ -21,6 +19,8 @@ from labelwise.metrics.evaluation import (
     parse_slice_indices,
     write_outputs,
 )
+from labelwise.io import Prediction, PredictionIndex, write_label, write_prediction
+from labelwise.metrics import surface_distances
 
 SPACING = (1.0, 1.0, 2.0)
 SHAPE = (8, 8, 6)

@@ -8,7 +8,7 @@ Stand-in predictions (no trained model needed):
   (0.81 pancreas .. 0.98 liver).
 Each run also gets one deliberately broken prediction file, which must be reported without stopping the run.
 
-Run as a script to keep the folders: ``python tests/metrics/test_evaluation_realdata.py OUT_DIR``.
+Run as a script to keep the folders: ``python tests/evaluation/test_evaluation_realdata.py OUT_DIR``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dense CRF refinement and mask clean-up for weakly supervised masks (CAM, CLTN).
+"""Dense CRF refinement of a foreground probability map (post-processing of weakly supervised masks: CAM, CLTN).
 
 Dense CRF (Kraehenbuehl & Koltun, NeurIPS 2011), two-label Potts model with a Gaussian (smoothness) kernel and a
 bilateral (appearance) kernel, ``iterations`` steps of mean-field inference. Two back-ends:
@@ -18,8 +18,8 @@ Parameters follow the CLTN/CAM+CRF code's defaults: Gaussian ``sxy=3``, ``compat
 ``srgb=13``, ``compat=10``; 10 iterations. Spatial bandwidths are in pixels of an image of side
 ``reference_side`` (256, the working size of the original code), colour bandwidth in 0..255 units.
 
-Clean-up (:func:`clean_mask`): Otsu threshold of the foreground probability, hole filling and keeping the
-largest connected component (or the components above a size fraction).
+The other post-processing steps: :mod:`labelwise.postprocess.threshold` (Otsu, probability rescaling) and
+:mod:`labelwise.postprocess.components` (hole filling, largest component).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from labelwise.errors import ConfigError, require_extra
 
-__all__ = ["CRFConfig", "clean_mask", "dense_crf", "otsu_threshold", "rescale_probability"]
+__all__ = ["CRFConfig", "dense_crf"]
 
 
 @dataclass(frozen=True)
@@ -172,77 +172,3 @@ def _dense_crf_torch(rgb: np.ndarray, p: np.ndarray, cfg: CRFConfig, chunk: int 
     if (hs, ws) != (h, w):
         fg = F.interpolate(fg, size=(h, w), mode="bilinear", align_corners=False)
     return fg[0, 0].clamp(0, 1).numpy().astype(np.float32)
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of ``values`` (maximal between-class variance over a ``bins`` histogram).
-
-    Args:
-        values: Any array of finite numbers.
-        bins: Histogram bins.
-
-    Returns:
-        The threshold (a bin edge); for a constant array, that constant.
-
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = float(v.min()), float(v.max())
-    if hi - lo < 1e-12:
-        return lo
-    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    w0 = np.cumsum(hist)[:-1].astype(np.float64)
-    w1 = v.size - w0
-    centres = (edges[:-1] + edges[1:]) / 2
-    s0 = np.cumsum(hist * centres)[:-1]
-    m0 = s0 / np.maximum(w0, 1)
-    m1 = (s0[-1] + hist[-1] * centres[-1] - s0) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    return float(edges[1:-1][int(np.argmax(between))])
-
-
-def rescale_probability(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Monotone piecewise-linear map of [0, 1] onto [0, 1] sending ``threshold`` to 0.5.
-
-    Args:
-        prob: Values in [0, 1].
-        threshold: The value that should become 0.5 (clipped to [1e-3, 1 - 1e-3]).
-
-    Returns:
-        float32 array of ``prob``'s shape: ``p >= threshold`` exactly where the output is ``>= 0.5``.
-
-    """
-    t = float(np.clip(threshold, 1e-3, 1 - 1e-3))
-    p = np.clip(prob.astype(np.float32), 0.0, 1.0)
-    return np.where(p < t, 0.5 * p / t, 0.5 + 0.5 * (p - t) / (1 - t)).astype(np.float32)
-
-
-def clean_mask(
-    prob: np.ndarray,
-    threshold: float | Literal["otsu"] = 0.5,
-    keep: Literal["largest", "all"] = "largest",
-    fill_holes: bool = True,
-) -> np.ndarray:
-    """Binary clean-up of a foreground probability map.
-
-    Args:
-        prob: ``(H, W)`` foreground probability in [0, 1].
-        threshold: A fixed threshold, or ``"otsu"`` (Otsu's threshold of ``prob``).
-        keep: ``largest``: keep only the largest 8-connected component; ``all``: keep every component.
-        fill_holes: Fill enclosed holes.
-
-    Returns:
-        ``(H, W)`` bool mask; empty when nothing exceeds the threshold.
-
-    """
-    from scipy import ndimage
-
-    t = otsu_threshold(prob) if threshold == "otsu" else float(threshold)
-    mask = prob > t if threshold == "otsu" else prob >= t
-    if fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
-    if keep == "largest" and mask.any():
-        lab, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-        if n > 1:
-            sizes = np.bincount(lab.ravel())[1:]
-            mask = lab == (int(np.argmax(sizes)) + 1)
-    return np.asarray(mask, dtype=bool)

@@ -1,8 +1,8 @@
-"""Shared plumbing of the multi-rater methods (MRNet, probabilistic U-Net, D-Persona).
+"""What the multi-rater methods (MRNet, probabilistic U-Net, D-Persona) share on the method skeleton.
 
-* The run's rater order (``raters.json``: the dataset's rater ids at training time) fixes R and the meaning of
-  every rater index (condition vectors, per-rater heads). Prediction refuses cases with raters the model never
-  saw and rater weightings of another length.
+* The run's rater order (``raters.json``: the dataset's rater ids at training time, written once by rank 0 and
+  recorded as ``rater_ids`` in ``meta.json``) fixes R and the meaning of every rater index (condition vectors,
+  per-rater heads). Prediction refuses cases with raters the model never saw.
 * Training arrays per case (or per labelled slice for ``slicewise`` 3D training): the normalised image, the rater
   stack ``(R, *spatial)`` int16 with ``-1`` for a rater missing from that case (masked in every loss), and the
   soft mean of the raters present ``(K, *spatial)`` (used to centre foreground patches). Cases without any rater
@@ -18,27 +18,33 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from labelwise.data import Case, Dataset
-from labelwise.engine import Plan, normalize_image
+from labelwise.data.slices import labelled_slice_indices
+from labelwise.engine import AugmentConfig, PatchSource, Plan, TrainConfig, make_plan, normalize_image
 from labelwise.errors import ConfigError, DataError
-from labelwise.io.atomic import write_json_atomic
+from labelwise.methods.base import FitContext
+from labelwise.metrics import soft_dice
+from labelwise.models.blocks import UNetEncoder
+from labelwise.models.blocks.unet_parts import EncoderKind
 
 __all__ = [
     "RATERS_NAME",
+    "MultiRaterSettings",
     "case_rater_stack",
-    "fg_soft_dice",
-    "labelled_slices",
+    "check_case_raters",
+    "check_raters",
+    "encoder_divisor",
     "load_rater_ids",
-    "parse_float_list",
+    "mean_foreground_soft_dice",
+    "multirater_plan",
+    "multirater_training",
     "predict_whole",
-    "prepare_training",
-    "save_rater_ids",
     "training_arrays",
 ]
 
@@ -47,9 +53,74 @@ logger = logging.getLogger(__name__)
 RATERS_NAME = "raters.json"
 
 
-def save_rater_ids(run_dir: Path, rater_ids: Sequence[str]) -> None:
-    """Write the run's rater order."""
-    write_json_atomic(run_dir / RATERS_NAME, {"rater_ids": list(rater_ids)})
+class MultiRaterSettings(Protocol):
+    """The config fields the shared planning and training code reads (every multi-rater config has them)."""
+
+    @property
+    def slicewise(self) -> bool:
+        """Train a 2D network on slices of a 3D dataset."""
+
+    @property
+    def patch_size(self) -> tuple[int, ...] | None:
+        """Training patch (None: the planner's)."""
+
+    @property
+    def foreground_p(self) -> float:
+        """Fraction of patches centred on the raters' majority foreground."""
+
+    @property
+    def augment(self) -> AugmentConfig:
+        """Augmentation settings."""
+
+    @property
+    def train(self) -> TrainConfig:
+        """Engine settings (its ``seed`` seeds the patch order)."""
+
+
+# --------------------------------------------------------------------------------------------------- training
+def check_raters(dataset: Dataset, method: str) -> None:
+    """The :meth:`~labelwise.methods.Method.check` of a multi-rater method: the dataset must declare raters.
+
+    Raises:
+        DataError: the dataset declares no raters.
+
+    """
+    if not dataset.rater_ids:
+        raise DataError(f"{dataset.root}: {method} needs a dataset with raters")
+
+
+def encoder_divisor(channels: Sequence[int], encoder: EncoderKind) -> int:
+    """Down-sampling factor of the U-Net encoder the multi-rater networks share (read from a CPU-built encoder)."""
+    return int(UNetEncoder(2, 1, channels, encoder).divisor)
+
+
+def multirater_plan(dataset: Dataset, config: MultiRaterSettings, divisor: int) -> Plan:
+    """The plan of a multi-rater run: patch size and normalisation from the ``train`` split."""
+    return make_plan(list(dataset.cases("train")), divisor, config.slicewise, config.patch_size)
+
+
+def multirater_training(fit: FitContext[Any]) -> tuple[tuple[str, ...], PatchSource, list[Case]]:
+    """The rater order, the patch source and the validation cases of a multi-rater run.
+
+    Rank 0 writes ``raters.json`` once (a run started afresh in a folder that held an untrained run drops the
+    stale one first; a resumed run keeps it); every rank then reads it. The rater order is added to ``fit.meta``.
+
+    Returns:
+        ``(rater_ids, source, val_cases)``.
+
+    """
+    stale = fit.path / RATERS_NAME
+    if fit.dist.is_main and not fit.resumed:
+        stale.unlink(missing_ok=True)
+    fit.write_json_once(RATERS_NAME, {"rater_ids": list(fit.dataset.rater_ids)})
+    rater_ids = load_rater_ids(fit.path)
+    fit.meta["rater_ids"] = list(rater_ids)
+    config: MultiRaterSettings = fit.config
+    arrays, ids = training_arrays(fit.dataset, fit.plan, rater_ids)
+    source = PatchSource(
+        arrays, fit.plan.patch_size, config.augment, "mean", config.foreground_p, ids, seed=config.train.seed
+    )
+    return rater_ids, source, list(fit.dataset.cases("val"))
 
 
 def load_rater_ids(run_dir: Path) -> tuple[str, ...]:
@@ -63,6 +134,16 @@ def load_rater_ids(run_dir: Path) -> tuple[str, ...]:
         raise DataError(f"malformed rater list ({exc})", path) from None
 
 
+def check_case_raters(case: Case, rater_ids: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` if ``case`` has a rater the model does not know (ids differ from training)."""
+    unknown = sorted(set(case.rater_ids) - set(rater_ids))
+    if unknown:
+        raise ConfigError(
+            f"case {case.id}: raters {unknown} are not among the {len(rater_ids)} raters the model was trained "
+            f"with ({list(rater_ids)})"
+        )
+
+
 def case_rater_stack(case: Case, rater_ids: Sequence[str]) -> np.ndarray:
     """The case's raters in the model's order: ``(R, *spatial)`` int16, ``-1`` everywhere for a missing rater.
 
@@ -70,22 +151,10 @@ def case_rater_stack(case: Case, rater_ids: Sequence[str]) -> np.ndarray:
         ConfigError: the case has a rater the model does not know (rater count/ids differ from training).
 
     """
-    unknown = sorted(set(case.rater_ids) - set(rater_ids))
-    if unknown:
-        raise ConfigError(
-            f"case {case.id}: raters {unknown} are not among the {len(rater_ids)} raters the model was trained "
-            f"with ({list(rater_ids)})"
-        )
+    check_case_raters(case, rater_ids)
     labels, present = case.rater_stack(tuple(rater_ids))
     labels[~present] = -1
     return labels
-
-
-def labelled_slices(case: Case) -> list[int]:
-    """Indices along the last axis whose labels are valid."""
-    if case.labelled_slices is not None:
-        return list(case.labelled_slices)
-    return list(range(case.spatial_shape[-1]))
 
 
 def training_arrays(
@@ -108,7 +177,7 @@ def training_arrays(
         mean = onehot.mean(axis=1).astype(np.float32)
         img = normalize_image(case.image, plan)
         if plan.slicewise:
-            for z in labelled_slices(case):
+            for z in labelled_slice_indices(case):
                 arrays.append({"image": img[..., z], "raters": stack[..., z], "mean": mean[..., z]})
                 ids.append(f"{case.id}:{z}")
         else:
@@ -121,6 +190,23 @@ def training_arrays(
     return arrays, ids
 
 
+def mean_foreground_soft_dice(probs: np.ndarray, raters: np.ndarray, num_classes: int) -> float:
+    """:func:`labelwise.metrics.soft_dice` (QUBIQ thresholds 0.1..0.9, ``>``) averaged over the foreground classes.
+
+    The same rule as the metric, reduced over classes 1..K-1 (class k: ``probs[k]`` vs the raters' masks of k);
+    it is the validation score the multi-rater methods select on.
+
+    Args:
+        probs: ``(K, *spatial)`` class probabilities (clipped to [0, 1] against rounding).
+        raters: ``(R, *spatial)`` integer labels of the raters present (R >= 1).
+        num_classes: K.
+
+    """
+    scores = [soft_dice(np.clip(probs[k], 0.0, 1.0), raters == k) for k in range(1, num_classes)]
+    return float(np.mean(scores))
+
+
+# --------------------------------------------------------------------------------------------------- inference
 def _pad_to(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
     spatial = x.shape[2:]
     target = [int(np.ceil(s / divisor) * divisor) for s in spatial]
@@ -162,6 +248,11 @@ def predict_whole(
     Returns:
         ``{name: (..., *spatial)}`` float32 arrays (batch axis removed).
 
+    Example:
+        >>> out = predict_whole(lambda x: {"y": x * 2}, np.ones((1, 5, 3), np.float32), 4, False, torch.device("cpu"))
+        >>> out["y"].shape, float(out["y"].max())
+        ((1, 5, 3), 2.0)
+
     """
     x = torch.as_tensor(image, dtype=torch.float32)
     if not slicewise:
@@ -172,74 +263,3 @@ def predict_whole(
         for key, arr in _run_batch(fn, vol[i : i + slices_per_batch], divisor, device).items():
             parts.setdefault(key, []).append(arr)
     return {k: np.moveaxis(np.concatenate(v, axis=0), 0, -1) for k, v in parts.items()}
-
-
-def fg_soft_dice(fg_probs: np.ndarray, raters: np.ndarray, num_classes: int) -> float:
-    """QUBIQ soft Dice averaged over foreground classes.
-
-    Args:
-        fg_probs: ``(K, *spatial)`` class probabilities.
-        raters: ``(R, *spatial)`` integer labels of the raters present (R >= 1).
-        num_classes: K.
-
-    Returns:
-        Mean over classes 1..K-1 of :func:`labelwise.metrics.soft_dice` (thresholds 0.1..0.9, ``>``).
-
-    """
-    from labelwise.metrics import soft_dice
-
-    scores = [soft_dice(np.clip(fg_probs[k], 0.0, 1.0), raters == k) for k in range(1, num_classes)]
-    return float(np.mean(scores))
-
-
-def parse_float_list(value: str | Sequence[float], what: str) -> tuple[float, ...]:
-    """``"0.5,0.5,0"`` or a sequence -> floats (:class:`ConfigError` on junk)."""
-    if isinstance(value, str):
-        try:
-            return tuple(float(v) for v in value.replace(" ", "").split(",") if v != "")
-        except ValueError:
-            raise ConfigError(f"{what}: expected comma-separated numbers, got {value!r}") from None
-    return tuple(float(v) for v in value)
-
-
-def prepare_training(
-    dataset: Dataset, run_dir: Path, resumed: bool, divisor: int, config: Any, method: str
-) -> tuple[tuple[str, ...], Plan, Any, list[Case]]:
-    """Set up a multi-rater training run: rater order, plan, patch source and validation cases.
-
-    Args:
-        dataset: Training dataset (train split for the plan and patches, val split for selection).
-        run_dir: The run directory (``raters.json`` and ``plan.json`` are written there; a resumed run reuses its
-            plan).
-        resumed: Whether the run directory already held this run.
-        divisor: The network's down-sampling factor (patch sizes are multiples of it).
-        config: The method config (``slicewise``, ``patch_size``, ``augment``, ``foreground_p``, ``train.seed``).
-        method: Method name for error messages.
-
-    Returns:
-        ``(rater_ids, plan, source, val_cases)``; the global seed is set.
-
-    Raises:
-        DataError: the dataset declares no raters.
-
-    """
-    from labelwise.engine.data import PatchSource
-    from labelwise.engine.planner import PLAN_NAME, make_plan
-    from labelwise.engine.seed import seed_everything
-
-    rater_ids = tuple(dataset.rater_ids)
-    if not rater_ids:
-        raise DataError(f"{dataset.root}: {method} needs a dataset with raters")
-    save_rater_ids(run_dir, rater_ids)
-    plan_path = run_dir / PLAN_NAME
-    if resumed and plan_path.exists():
-        plan = Plan.load(plan_path)
-    else:
-        plan = make_plan(list(dataset.cases("train")), divisor, config.slicewise, config.patch_size)
-        plan.save(plan_path)
-    seed_everything(config.train.seed)
-    arrays, ids = training_arrays(dataset, plan, rater_ids)
-    source = PatchSource(
-        arrays, plan.patch_size, config.augment, "mean", config.foreground_p, ids, seed=config.train.seed
-    )
-    return rater_ids, plan, source, list(dataset.cases("val"))

@@ -1,0 +1,73 @@
+"""Evaluation: a prediction folder scored against a dataset (per-case table, summary, failures); dataset statistics.
+
+The package sits above the pure metrics (:mod:`labelwise.metrics`, arrays in, numbers out) and may import io,
+data, labels and metrics. ``runner`` reads the dataset and the predictions and runs the worker processes;
+``scoring`` scores one case from a metric name -> function table; ``summary`` computes the statistics over cases;
+``outputs`` writes CSV, JSON and Markdown; ``slices`` parses and applies slice selections; ``rater_stats`` adds
+inter-rater agreement to the data layer's dataset counts (``labelwise data stats``).
+
+References (also in ``docs/metrics.md``):
+
+* Hard metrics (overlap, surface) are computed against **each rater** (reference = the rater id) and against the
+  **majority** vote of the raters present (reference ``"majority"``: a voxel takes class c when more than half of
+  the raters say c; otherwise background: :func:`labelwise.labels.strict_majority`, stricter than the plurality
+  vote :func:`labelwise.labels.majority_vote` with three or more classes). With one rater the two coincide.
+  Summaries headline ``"majority"``.
+* Soft metrics (soft Dice, calibration) and multi-rater metrics (GED, Dice_max, Dice_match, sample diversity)
+  use the set of raters; the soft reference is the **mean of the raters' masks** (reference
+  ``"mean_of_raters"``). GED / Dice_max / Dice_match use the prediction's samples, or its per-rater maps when it
+  has no samples. ``personal_dice`` is the index-aligned Dice of the predicted map for rater r (matched by
+  rater id) against rater r, reported on rater r's row.
+* Classes are scored one-vs-rest for every foreground class of the dataset.
+* Partially labelled volumes (``Case.labelled_slices``) are scored on their labelled slices only.
+* A :class:`SliceSelection` (``labelwise evaluate --slices``) scores a subset of the slices of 3D cases along one
+  axis: overlap and soft metrics pool the voxels of the selected slices; surface metrics are computed in 2D on
+  each selected slice (in-plane spacing) and averaged over the slices (the k-labelled-slice protocol of
+  ``docs/semisupervised.md``).
+* A prediction with a class subset (``predictions.json`` ``class_names``, e.g. a model trained with ``classes``)
+  is scored on its own classes, matched to the dataset's by name; the other dataset classes count as background.
+
+The runner is a library function (:func:`evaluate_folder`); ``labelwise evaluate`` is a thin CLI around it.
+"""
+
+from __future__ import annotations
+
+from labelwise.evaluation.outputs import write_outputs
+from labelwise.evaluation.rater_stats import DatasetStats, dataset_stats, format_stats
+from labelwise.evaluation.runner import EvaluationResult, evaluate_case, evaluate_folder
+from labelwise.evaluation.scoring import (
+    ALL_METRICS,
+    DEFAULT_METRICS,
+    MAJORITY,
+    MEAN_OF_RATERS,
+    CaseArrays,
+    CaseResult,
+    EvaluationConfig,
+    score_case,
+)
+from labelwise.evaluation.slices import SliceSelection, format_slices, parse_slice_indices, select_slices
+from labelwise.evaluation.summary import bootstrap_ci, summarise
+
+__all__ = [
+    "ALL_METRICS",
+    "DEFAULT_METRICS",
+    "MAJORITY",
+    "MEAN_OF_RATERS",
+    "CaseArrays",
+    "CaseResult",
+    "DatasetStats",
+    "EvaluationConfig",
+    "EvaluationResult",
+    "SliceSelection",
+    "bootstrap_ci",
+    "dataset_stats",
+    "evaluate_case",
+    "evaluate_folder",
+    "format_slices",
+    "format_stats",
+    "parse_slice_indices",
+    "score_case",
+    "select_slices",
+    "summarise",
+    "write_outputs",
+]
