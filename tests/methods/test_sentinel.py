@@ -350,25 +350,25 @@ def test_segmenter_resumes_after_a_crash(tmp_path: Path, monkeypatch: pytest.Mon
 
     ds = disc_dataset(tmp_path / "ds", n_train=2, n_val=0, n_test=0, size=16)
     method = get_method("sentinel")
-    # 60 segmenter steps in epochs of 10 (a checkpoint at each epoch end), a snapshot after step 5
-    overrides = ["train.progress=false", "train.epochs=1", "checkpoint_steps=[5,60]"]
+    # 6 segmenter steps, a resume checkpoint every 2 steps, a snapshot after step 2
+    overrides = ["train.progress=false", "train.epochs=1", "train.checkpoint_every=2", "checkpoint_steps=[2,6]"]
     cfg = load_method_config(method, preset="smoke", overrides=overrides)
     method.fit(ds, cfg, tmp_path / "whole")
     step = SegmenterTask.training_step
 
-    def killed_at_step_25(self: SegmenterTask, batch: dict[str, torch.Tensor], ctx: object) -> torch.Tensor:
-        if ctx.step == 25:  # type: ignore[attr-defined]
+    def killed_at_step_5(self: SegmenterTask, batch: dict[str, torch.Tensor], ctx: object) -> torch.Tensor:
+        if ctx.step == 5:  # type: ignore[attr-defined]
             raise RuntimeError("killed")
         return step(self, batch, ctx)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SegmenterTask, "training_step", killed_at_step_25)
+    monkeypatch.setattr(SegmenterTask, "training_step", killed_at_step_5)
     with pytest.raises(RuntimeError, match="killed"):
         method.fit(ds, cfg, tmp_path / "resumed")
-    assert (tmp_path / "resumed" / "segmenter" / "checkpoint.safetensors").is_file()  # epoch 2 ended at step 20
-    assert not (tmp_path / "resumed" / "sentinel.json").exists()
+    assert (tmp_path / "resumed" / "segmenter" / "checkpoint.safetensors").is_file()  # written after step 4
+    assert not (tmp_path / "resumed" / "segmenter" / "weights.safetensors").exists()
     monkeypatch.undo()
-    method.fit(ds, cfg, tmp_path / "resumed")  # resumes the segmenter at step 20, then trains the sentinel
-    for name in ("segmenter/step_000005.safetensors", "segmenter/weights.safetensors", "weights.safetensors"):
+    method.fit(ds, cfg, tmp_path / "resumed")  # resumes the segmenter after step 4, then trains the sentinel
+    for name in ("segmenter/step_000002.safetensors", "segmenter/weights.safetensors", "weights.safetensors"):
         whole, resumed = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "resumed" / name))
         assert whole.keys() == resumed.keys()
         for key in whole:

@@ -55,7 +55,7 @@ from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.labels import fused_target
 from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictOptions, Stage, register_method
-from labelwise.metrics import per_class_overlap
+from labelwise.metrics import mean_foreground_dice
 from labelwise.models import ModelSpec, build_model, dice_ce_loss, spec_divisor
 from labelwise.uncertainty import PSEUDO_RATER
 
@@ -258,8 +258,7 @@ class CPSTask(TrainTask):
         if self.plan.slicewise:
             idx = list(labelled_slice_indices(mc))
             label, pred = label[..., idx], pred[..., idx]
-        dice = per_class_overlap(pred, label, self.plan.num_classes, "dice", empty="nnunet")  # NaN: class absent
-        return {"dice": float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")}
+        return {"dice": mean_foreground_dice(pred, label, self.plan.num_classes)}
 
 
 def fused_probs(

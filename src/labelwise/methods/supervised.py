@@ -43,7 +43,7 @@ from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.labels import TargetKind, fused_target
 from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictOptions, Stage, register_method
-from labelwise.metrics import per_class_overlap
+from labelwise.metrics import mean_foreground_dice
 from labelwise.models import ModelSpec, build_model, dice_ce_loss, spec_divisor
 
 __all__ = ["SupervisedConfig", "SupervisedMethod", "SupervisedOptions", "SupervisedPredictor"]
@@ -94,12 +94,6 @@ class SupervisedConfig:
             raise ConfigError("train_slices needs slicewise: true and a positive count")
         if not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
-
-
-def mean_foreground_dice(pred: np.ndarray, label: np.ndarray, num_classes: int) -> float:
-    """Mean Dice over the foreground classes present in ``pred`` or ``label`` (NaN when none is)."""
-    d = per_class_overlap(pred, label, num_classes, "dice", empty="nnunet")
-    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
 
 
 class SupervisedTask(TrainTask):

@@ -337,3 +337,18 @@ def accuracy(pred: ArrayLike, target: ArrayLike) -> float:
 def volume_similarity(pred: ArrayLike, target: ArrayLike, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
     """Volume similarity ``1 - |fp-fn|/(2tp+fp+fn)``; both empty -> convention value."""
     return _scalar("volume_similarity", pred, target, empty)
+
+
+def mean_foreground_dice(pred_labels: ArrayLike, target_labels: ArrayLike, num_classes: int) -> float:
+    """Mean Dice over the foreground classes ``1..K-1`` present in either label map (the validation score).
+
+    A class absent from both maps is left out of the mean (nnU-Net's convention); NaN when no foreground
+    class is present at all.
+
+    Example:
+        >>> mean_foreground_dice([0, 1, 1, 2], [0, 1, 2, 2], 4)
+        0.6666666666666666
+
+    """
+    d = per_class_overlap(pred_labels, target_labels, num_classes, "dice", empty="nnunet")
+    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")

@@ -181,7 +181,8 @@ class SentinelMethod(Method):
         if seg_net is not None:
             task.modules["segmenter"] = seg_net
         val_cases = [c for c in val_all if c.id in val_sets]
-        result = fit.run_stage(Stage(task, _CandidateSource(cands), config.train, val_cases))
+        stage = Stage(task, _CandidateSource(cands), config.train, val_cases, train_cases=len(train_cases))
+        result = fit.run_stage(stage)
         backend = config.text_backend
         if backend == "auto":
             backend = "minilm" if minilm_available() else "hashed"
@@ -195,8 +196,6 @@ class SentinelMethod(Method):
             },
         )
         fit.meta.update(
-            train_cases=len(train_cases),
-            val_cases=len(val_cases),
             candidates=len(cands),
             candidate_dice_histogram=cands.histogram(),
             candidate_sources=cands.source_counts(),

@@ -10,7 +10,8 @@ graded quality (the paper uses STU-Net checkpoints): :class:`SegmenterTask` save
 The stage trains ``max(checkpoint_steps)`` steps, Adam (AdamW, weight decay 0) at a constant ``segmenter_lr``,
 no mixed precision, patches drawn with seed ``config.seed``, in epochs of 50 steps (or one epoch of
 ``max(checkpoint_steps)`` steps when that is shorter, or of ``gcd(steps, 50)`` steps when 50 does not divide it,
-so that the schedule ends exactly on the last checkpoint step).
+so that the schedule ends exactly on the last checkpoint step). ``train.checkpoint_every``, ``train.num_workers``
+and ``train.progress`` of the method's config apply to it too.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ def segmenter_stage(
         schedule="constant",
         amp=False,
         seed=cfg.seed,
+        checkpoint_every=cfg.train.checkpoint_every,
+        num_workers=cfg.train.num_workers,
         progress=cfg.train.progress,
     )
     source = PatchSource(arrays, plan.patch_size, AugmentConfig(), "target", 0.5, ids, seed=cfg.seed)
