@@ -193,8 +193,9 @@ def training_arrays(
 def mean_foreground_soft_dice(probs: np.ndarray, raters: np.ndarray, num_classes: int) -> float:
     """:func:`labelwise.metrics.soft_dice` (QUBIQ thresholds 0.1..0.9, ``>``) averaged over the foreground classes.
 
-    The same rule as the metric, reduced over classes 1..K-1 (class k: ``probs[k]`` vs the raters' masks of k);
-    it is the validation score the multi-rater methods select on.
+    The same rule as the metric, reduced over every class 1..K-1 (class k: ``probs[k]`` vs the raters' masks of
+    k); unlike :func:`labelwise.metrics.mean_foreground_dice` a class absent from prediction and raters is kept
+    (it scores 1, soft Dice's ``labelwise`` convention), as the multi-rater methods have always selected on it.
 
     Args:
         probs: ``(K, *spatial)`` class probabilities (clipped to [0, 1] against rounding).
