@@ -11,15 +11,12 @@ not finish (killed, or still training) is used with a warning.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import typer
 
 __all__ = ["predict"]
-
-logger = logging.getLogger(__name__)
 
 
 def predict(
@@ -43,7 +40,7 @@ def predict(
     from labelwise.engine.planner import PLAN_NAME, Plan
     from labelwise.errors import DataError, LabelwiseError
     from labelwise.io import PredictionIndex, check_output_not_input, write_prediction
-    from labelwise.methods import MethodPredictor, load_run
+    from labelwise.methods import load_run
     from labelwise.progress import track
 
     run_dir = moved(run, old_run, option="--run", old="labelwise predict RUN", new="labelwise predict --run RUN")
@@ -58,14 +55,8 @@ def predict(
     # Only what the user gave; the method checks it once, here, before any case (unknown option: exit 2).
     given: dict[str, Any] = {"tta": tta, "rater_weights": rater_weights, "samples": samples}
     given = {k: v for k, v in given.items() if v is not None}
-    if isinstance(predictor, MethodPredictor):
-        predictor.options(**given)
-        rater_ids = predictor.rater_ids or ds.rater_ids
-    else:  # TODO(issue 16): remove once every method's predictor is a MethodPredictor
-        check = getattr(predictor, "options", None) or getattr(predictor, "check_options", None)
-        if check is not None:
-            check(**given)
-        rater_ids = tuple(getattr(predictor, "rater_ids", ())) or ds.rater_ids
+    predictor.options(**given)
+    rater_ids = predictor.rater_ids or ds.rater_ids
     out.mkdir(parents=True, exist_ok=True)
     # Class names of the model's outputs (a subset of the dataset's when trained with `classes`); per-rater maps
     # come in the order of the raters the model was trained with.
@@ -77,7 +68,6 @@ def predict(
             pred = predictor.predict(case, **given)
             write_prediction(out, case_id, pred, case.spacing_mm, case.affine)
         except (LabelwiseError, ValueError, RuntimeError, OSError) as exc:
-            logger.error("case %s failed: %s", case_id, exc)
             typer.secho(f"case {case_id} failed: {exc}", fg=typer.colors.RED, err=True)
             failed.append(case_id)
             continue

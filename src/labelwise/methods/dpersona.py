@@ -364,13 +364,10 @@ class SamplingOptions(PredictOptions):
     def __post_init__(self) -> None:
         for name in ("samples", "seed"):
             value: Any = getattr(self, name)
-            if value is None:
-                continue
             try:
-                number = int(value)
+                object.__setattr__(self, name, None if value is None else int(value))
             except (TypeError, ValueError):
                 raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-            object.__setattr__(self, name, number)
         if self.samples is not None and self.samples < 1:
             raise ConfigError(f"samples must be >= 1, got {self.samples}")
 
@@ -381,23 +378,14 @@ class ProbUNetPredictor(MethodPredictor[ProbUNetConfig, SamplingOptions]):
     Options = SamplingOptions
 
     def setup(self) -> None:
-        """Read the rater order, rebuild the network(s) and load their weights."""
+        """Read the rater order, rebuild the network (and D-Persona's heads) and load the weights."""
         self.rater_ids = load_rater_ids(self.run.rundir.path)
         self.net = _build(self.config, self.plan, len(self.rater_ids))
-        self.heads = self.build_heads()
         modules: dict[str, torch.nn.Module] = {"net": self.net}
-        if self.heads is not None:
-            modules["heads"] = self.heads
+        self.heads: PersonaHeads | None = None
+        if isinstance(self.config, DPersonaConfig):
+            self.heads = modules["heads"] = _build_heads(self.config, self.net, self.plan, len(self.rater_ids))
         self.run.load(modules)
-
-    def build_heads(self) -> PersonaHeads | None:
-        """The per-rater heads (None: the probabilistic U-Net has none)."""
-        return None
-
-    @property
-    def head_samples(self) -> int:
-        """Prior samples the heads attend over (0 without heads)."""
-        return 0
 
     def predict_case(self, case: Case, options: SamplingOptions) -> Prediction:
         """N samples, their mean as the soft map, and (D-Persona) one map per rater.
@@ -414,7 +402,8 @@ class ProbUNetPredictor(MethodPredictor[ProbUNetConfig, SamplingOptions]):
         n = self.config.samples if options.samples is None else options.samples
         seed = 0 if options.seed is None else options.seed
         check_case_raters(case, self.rater_ids)
-        out = _predict_prob(self.net, self.heads, case, self.plan, n, self.head_samples, seed, self.device)
+        head_samples = self.config.head_samples if isinstance(self.config, DPersonaConfig) else 0
+        out = _predict_prob(self.net, self.heads, case, self.plan, n, head_samples, seed, self.device)
         probs = out["probs"].astype(np.float32)
         entropy = -(probs * np.log(np.clip(probs, 1e-8, 1.0))).sum(0)
         return Prediction(
@@ -427,17 +416,6 @@ class ProbUNetPredictor(MethodPredictor[ProbUNetConfig, SamplingOptions]):
 
 class DPersonaPredictor(ProbUNetPredictor):
     """Predicts cases with a trained ``dpersona`` run: N prior samples, their mean and one map per rater."""
-
-    def build_heads(self) -> PersonaHeads:
-        """The R stage-II projection heads."""
-        assert isinstance(self.config, DPersonaConfig)
-        return _build_heads(self.config, self.net, self.plan, len(self.rater_ids))
-
-    @property
-    def head_samples(self) -> int:
-        """The config's ``head_samples``."""
-        assert isinstance(self.config, DPersonaConfig)
-        return self.config.head_samples
 
 
 @register_method("prob-unet")

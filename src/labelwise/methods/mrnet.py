@@ -240,16 +240,13 @@ class MRNetOptions(PredictOptions):
         value: Any = self.rater_weights
         if value is None:
             return
-        if isinstance(value, str):
-            try:
-                parsed = tuple(float(v) for v in value.replace(" ", "").split(",") if v != "")
-            except ValueError:
-                raise ConfigError(f"rater_weights: expected comma-separated numbers, got {value!r}") from None
-        else:
-            try:
-                parsed = tuple(float(v) for v in value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"rater_weights: expected a sequence of numbers, got {value!r}") from None
+        items = value.replace(" ", "").split(",") if isinstance(value, str) else value
+        try:
+            parsed = tuple(float(v) for v in items if v != "")
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"rater_weights: expected comma-separated numbers or a sequence of numbers, got {value!r}"
+            ) from None
         object.__setattr__(self, "rater_weights", parsed)
 
 
