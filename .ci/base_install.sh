@@ -39,7 +39,7 @@ EOF
 
 # A command that needs an extra the base install lacks: exit 1 and one line naming the extra, no traceback.
 set +e
-msg="$(labelwise view demo/data 2>&1)"
+msg="$(labelwise view --data demo/data 2>&1)"
 rc=$?
 set -e
 if [ "$rc" -ne 1 ] || [ "$(printf '%s\n' "$msg" | wc -l)" -ne 1 ] || ! grep -q "\[viewer\]" <<<"$msg"; then

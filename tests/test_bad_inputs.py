@@ -153,7 +153,7 @@ def evaluation(base: Path, ds: Path, pred: Path) -> Path:
 # ------------------------------------------------------------------------------- outputs never touch inputs
 Args = Callable[[dict[str, Path]], list[object]]
 OVERLAP_ROWS: list[tuple[str, Args, str]] = [
-    ("import SRC SRC", lambda p: ["data", "import", "folder", p["src"], "--out", p["src"]], "DEST is the input"),
+    ("import SRC SRC", lambda p: ["data", "import", "folder", p["src"], "--out", p["src"]], "--out is the input"),
     (
         "import SRC SRC/x",
         lambda p: ["data", "import", "folder", p["src"], "--out", p["src"] / "x"],
@@ -227,7 +227,7 @@ def test_output_through_a_link_to_an_input_is_refused(ds: Path, tmp_path: Path) 
 def test_import_into_its_own_source_keeps_the_originals(src: Path) -> None:
     """Bug 1: `data import folder SRC SRC` exited 0 and rewrote the originals (float64 -> float32, 0/255 -> 0/1)."""
     before = checksums(src)
-    refused(cli("data", "import", "folder", src, "--out", src), "DEST is the input")
+    refused(cli("data", "import", "folder", src, "--out", src), "--out is the input")
     assert checksums(src) == before
     assert np.load(src / "images" / "a1.npy").dtype == np.float64
 
@@ -428,7 +428,7 @@ def test_one_error_line_and_exit_code_from_the_real_entry_point(src: Path) -> No
     )
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "DEST is the input" in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--out is the input" in lines[0], proc.stderr
     assert checksums(src) == before
 
 

@@ -52,6 +52,8 @@ def train(
     )
     try:
         m.fit(ds, cfg, out)
+        main_rank = init_distributed().is_main
     finally:
         cleanup_distributed()
-    typer.echo(f"trained {method} -> {out}")
+    if main_rank:  # under torchrun every process runs this command; one line is enough
+        typer.echo(f"trained {method} -> {out}")

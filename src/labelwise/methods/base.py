@@ -30,7 +30,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -54,7 +54,6 @@ __all__ = [
     "Method",
     "MethodPredictor",
     "PredictOptions",
-    "Predictor",
     "Stage",
     "TrainedRun",
     "available",
@@ -68,14 +67,6 @@ __all__ = [
 
 ConfigT = TypeVar("ConfigT")
 OptionsT = TypeVar("OptionsT", bound="PredictOptions")
-
-
-class Predictor(Protocol):
-    """A trained method, ready to predict single cases."""
-
-    def predict(self, case: Case, **options: Any) -> Prediction:
-        """Predict one case (any split); arrays are in the case's own geometry."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------------- training

@@ -201,7 +201,7 @@ def export_nnunet(
     if len(channels) != ds.manifest.channels:
         raise ConfigError(f"{len(channels)} channel names for {ds.manifest.channels} channel(s)")
     out = Path(dest)
-    check_output_not_input(out, [ds.root], "DEST")
+    check_output_not_input(out, [ds.root], "--out")
     folder_name = nnunet_folder_name(dataset_id, name or ds.name)
     if out.is_dir():
         taken = [p.name for p in out.glob(f"Dataset{dataset_id:03d}_*") if p.name != folder_name]

@@ -99,7 +99,7 @@ def import_dataset(
     src_path, dest_path = Path(src), Path(dest)
     if not src_path.exists():
         raise DataError("source not found", src_path)
-    check_output_not_input(dest_path, [src_path], "DEST")
+    check_output_not_input(dest_path, [src_path], "--out")
     opts = options or ImportOptions()
     with StagedDir(dest_path, overwrite=opts.overwrite, marker=MANIFEST_NAME, kind="dataset") as stage:
         manifest = importer(src_path, stage.path, replace(opts, overwrite=False), track or _no_track)
