@@ -31,7 +31,7 @@ def train(
 
     from labelwise.data import Dataset
     from labelwise.engine.budget import resolve_time_budget
-    from labelwise.engine.distributed import cleanup_distributed
+    from labelwise.engine.distributed import cleanup_distributed, init_distributed
     from labelwise.methods import get_method, load_method_config
 
     if not torch.cuda.is_available():

@@ -189,7 +189,7 @@ class ProbUNetTask(TrainTask):
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         """Loss of one micro-batch."""
-        net = self.modules["net"]  # its parts are called one by one (not through a DDP forward)
+        net = self.modules["net"]
         assert isinstance(net, ProbUNet)
         image = batch["image"]
         raters = batch["raters"].long()
@@ -197,9 +197,7 @@ class ProbUNetTask(TrainTask):
         present = rater_presence(raters)
         valid = present.any(1)
         onehot = one_hot_raters(raters, k)
-        feats = net.backbone(image)
-        prior = net.prior(image)
-        post = net.posterior(posterior_input(image, onehot, present))
+        feats, prior, post = ctx.module("net")(image, posterior_input(image, onehot, present))  # through DDP
         z = post.rsample()
         logits = net.fcomb(feats, z)
         p = present.float()

@@ -141,6 +141,24 @@ class ProbUNet(nn.Module):
         self.fcomb = Fcomb(spatial_dims, self.backbone.out_channels, latent_dim, num_classes, fcomb_layers)
         self.divisor = self.backbone.divisor
 
+    def forward(
+        self, image: torch.Tensor, posterior_in: torch.Tensor
+    ) -> tuple[torch.Tensor, Independent, Independent]:  # type: ignore[type-arg]
+        """The training pass: backbone features, prior and posterior of ``image`` ``(B, C, *s)``.
+
+        Training calls this through the engine's (possibly DDP-wrapped) module, so that under DDP the gradients
+        of every part are averaged across processes.
+
+        Args:
+            image: ``(B, C, *s)``.
+            posterior_in: ``(B, C + R (K - 1) + R, *s)`` from :func:`posterior_input`.
+
+        Returns:
+            ``(features (B, F, *s), prior, posterior)``; the distributions have batch shape ``(B,)``.
+
+        """
+        return self.backbone(image), self.prior(image), self.posterior(posterior_in)
+
     def decode_samples(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Decode codes ``(N, B, L)`` with features ``(B, F, *s)`` into logits ``(N, B, K, *s)``."""
         n, b = z.shape[:2]
