@@ -44,10 +44,15 @@ def main() -> None:
 
     method = get_method(name)
     cfg = load_method_config(method, None, ("train.progress=false",), "smoke")
+    if cfg.train.batch_size % 2:  # each of the 2 processes takes half of a batch
+        cfg = load_method_config(
+            method, None, ("train.progress=false", f"train.batch_size={2 * cfg.train.batch_size}"), "smoke"
+        )
     method.fit(Dataset(data), cfg, run)
     if dist.get_rank() == 0:
         with open(report, "w", encoding="utf-8") as fh:
             json.dump(REPORT, fh)
+    dist.barrier()  # no rank leaves (and tears gloo down) while another still works
     dist.destroy_process_group()
 
 
