@@ -22,12 +22,12 @@ other id is refused when loaded and reported by ``labelwise data check``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labelwise.errors import DataError
+from labelwise.io.jsonfile import read_json_object
 from labelwise.io.paths import id_problem
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "SPLITS", "CaseRecord", "Manifest", "read_manifest"]
@@ -153,8 +153,4 @@ def read_manifest(path: Path) -> Manifest:
         path = path / MANIFEST_NAME
     if not path.is_file():
         raise DataError(f"no {MANIFEST_NAME} here (import data with `labelwise data import` first)", path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"manifest is not valid JSON ({exc})", path) from None
-    return Manifest.from_json(data, path)
+    return Manifest.from_json(read_json_object(path, "manifest"), path)

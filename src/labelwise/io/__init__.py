@@ -21,6 +21,7 @@ from labelwise.io.image import (
     write_image,
     write_label,
 )
+from labelwise.io.jsonfile import read_json_object
 from labelwise.io.paths import ID_PATTERN, check_id, check_output_not_input, id_problem, safe_join
 from labelwise.io.predictions import (
     PREDICTIONS_NAME,
@@ -49,6 +50,7 @@ __all__ = [
     "loads_pickle",
     "new_file_mode",
     "read_image",
+    "read_json_object",
     "read_label",
     "read_prediction",
     "safe_join",

@@ -24,7 +24,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from labelwise.data.importers.nnunet import (
 )
 from labelwise.data.manifest import Manifest
 from labelwise.errors import DataError
-from labelwise.io import read_image
+from labelwise.io import read_image, read_json_object
 
 __all__ = ["import_msd"]
 
@@ -70,14 +69,9 @@ def import_msd(src: Path, dest: Path, options: ImportOptions, track: Track) -> M
     Options read: ``class_names`` (override), ``overwrite``, and :attr:`LabelFolderOptions.raters`.
     """
     json_path = src / "dataset.json"
-    if not json_path.is_file():
-        raise DataError("no dataset.json here (expected a Decathlon TaskNN_Name folder)", src)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", json_path) from None
-    if not isinstance(data, dict):
-        raise DataError("expected a JSON object", json_path)
+    data = read_json_object(
+        json_path, "dataset.json", missing="no dataset.json here (expected a Decathlon TaskNN_Name folder)"
+    )
     if "channel_names" in data and "training" not in data:
         raise DataError("this is an nnU-Net v2 dataset.json (channel_names): import it as nnunet", json_path)
     missing = [k for k in ("modality", "labels", "training") if k not in data]

@@ -34,7 +34,6 @@ rater id of ``labelsTr``), ``splits`` (``{case: split}``, e.g. ``val``), ``image
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -48,7 +47,7 @@ from labelwise.data.dataset import DatasetWriter
 from labelwise.data.importers.base import ImportOptions, Track, compact_image, importers, safe_case_id
 from labelwise.data.manifest import SPLITS, Manifest
 from labelwise.errors import DataError
-from labelwise.io import ImageData, check_id, file_format, read_image, read_label
+from labelwise.io import ImageData, check_id, file_format, read_image, read_json_object, read_label
 
 __all__ = [
     "DEFAULT_RATER",
@@ -197,15 +196,7 @@ class NnunetSpec:
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError("no dataset.json here", path.parent)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"not valid JSON ({exc})", path) from None
-    if not isinstance(data, dict):
-        raise DataError("expected a JSON object", path)
-    return data
+    return read_json_object(path, "dataset.json", missing="no dataset.json here")
 
 
 def read_nnunet_json(src: Path, class_names: Sequence[str] | None = None) -> NnunetSpec:

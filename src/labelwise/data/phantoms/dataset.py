@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -20,7 +19,7 @@ from labelwise.data.phantoms.phantom import Structures, make_phantom
 from labelwise.data.phantoms.styles import RaterStyle, describe_style, resolve_styles
 from labelwise.data.splits import assign_splits
 from labelwise.errors import ConfigError, DataError
-from labelwise.io import read_label, write_image, write_json_atomic, write_label
+from labelwise.io import read_json_object, read_label, write_image, write_json_atomic, write_label
 
 __all__ = ["PHANTOM_INFO_NAME", "make_phantom_dataset", "read_phantom_info", "read_phantom_truth"]
 
@@ -206,15 +205,9 @@ def read_phantom_info(root: str | Path) -> dict[str, Any]:
 
     """
     path = Path(root) / PHANTOM_INFO_NAME
-    if not path.is_file():
-        raise DataError(f"no {PHANTOM_INFO_NAME}: not a phantom dataset", Path(root))
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"unreadable phantom info ({exc})", path) from None
-    if not isinstance(data, dict) or data.get("format") != "labelwise-phantoms":
-        raise DataError('not a phantom info file (missing "format": "labelwise-phantoms")', path)
-    return data
+    return read_json_object(
+        path, "phantom info file", missing=f"no {PHANTOM_INFO_NAME}: not a phantom dataset", fmt="labelwise-phantoms"
+    )
 
 
 def read_phantom_truth(root: str | Path, case_id: str) -> np.ndarray:
