@@ -59,7 +59,6 @@ from labelwise.methods.multirater import (
     case_rater_stack,
     check_case_raters,
     check_raters,
-    encoder_divisor,
     load_rater_ids,
     mean_foreground_soft_dice,
     multirater_plan,
@@ -67,6 +66,7 @@ from labelwise.methods.multirater import (
     predict_whole,
 )
 from labelwise.metrics import dice, ged
+from labelwise.models.blocks import encoder_divisor
 from labelwise.models.multirater_losses import (
     bound_constrained_loss,
     generalised_dice_loss,

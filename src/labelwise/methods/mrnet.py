@@ -38,13 +38,13 @@ from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictO
 from labelwise.methods.multirater import (
     check_case_raters,
     check_raters,
-    encoder_divisor,
     load_rater_ids,
     mean_foreground_soft_dice,
     multirater_plan,
     multirater_training,
     predict_whole,
 )
+from labelwise.models.blocks import encoder_divisor
 from labelwise.models.mrnet import MRNet, check_condition
 from labelwise.models.multirater_losses import one_hot_raters, rater_presence, soft_cross_entropy
 

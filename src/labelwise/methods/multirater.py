@@ -30,8 +30,6 @@ from labelwise.engine import AugmentConfig, PatchSource, Plan, TrainConfig, make
 from labelwise.errors import ConfigError, DataError
 from labelwise.methods.base import FitContext
 from labelwise.metrics import soft_dice
-from labelwise.models.blocks import UNetEncoder
-from labelwise.models.blocks.unet_parts import EncoderKind
 
 __all__ = [
     "RATERS_NAME",
@@ -39,7 +37,6 @@ __all__ = [
     "case_rater_stack",
     "check_case_raters",
     "check_raters",
-    "encoder_divisor",
     "load_rater_ids",
     "mean_foreground_soft_dice",
     "multirater_plan",
@@ -87,11 +84,6 @@ def check_raters(dataset: Dataset, method: str) -> None:
     """
     if not dataset.rater_ids:
         raise DataError(f"{dataset.root}: {method} needs a dataset with raters")
-
-
-def encoder_divisor(channels: Sequence[int], encoder: EncoderKind) -> int:
-    """Down-sampling factor of the U-Net encoder the multi-rater networks share (read from a CPU-built encoder)."""
-    return int(UNetEncoder(2, 1, channels, encoder).divisor)
 
 
 def multirater_plan(dataset: Dataset, config: MultiRaterSettings, divisor: int) -> Plan:

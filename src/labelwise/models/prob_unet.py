@@ -141,9 +141,7 @@ class ProbUNet(nn.Module):
         self.fcomb = Fcomb(spatial_dims, self.backbone.out_channels, latent_dim, num_classes, fcomb_layers)
         self.divisor = self.backbone.divisor
 
-    def forward(
-        self, image: torch.Tensor, posterior_in: torch.Tensor
-    ) -> tuple[torch.Tensor, Independent, Independent]:  # type: ignore[type-arg]
+    def forward(self, image: torch.Tensor, posterior_in: torch.Tensor) -> tuple[torch.Tensor, Independent, Independent]:  # type: ignore[type-arg]
         """The training pass: backbone features, prior and posterior of ``image`` ``(B, C, *s)``.
 
         Training calls this through the engine's (possibly DDP-wrapped) module, so that under DDP the gradients

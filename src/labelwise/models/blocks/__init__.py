@@ -9,7 +9,17 @@ from labelwise.models.blocks.unet_parts import (
     UNetDecoder,
     UNetEncoder,
     conv_nd,
+    encoder_divisor,
     gaussian_smooth,
 )
 
-__all__ = ["Backbone", "ConvBlock", "ConvLSTMCell", "UNetDecoder", "UNetEncoder", "conv_nd", "gaussian_smooth"]
+__all__ = [
+    "Backbone",
+    "ConvBlock",
+    "ConvLSTMCell",
+    "UNetDecoder",
+    "UNetEncoder",
+    "conv_nd",
+    "encoder_divisor",
+    "gaussian_smooth",
+]

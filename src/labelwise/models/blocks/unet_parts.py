@@ -20,7 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Backbone", "ConvBlock", "EncoderKind", "UNetDecoder", "UNetEncoder", "conv_nd", "gaussian_smooth"]
+__all__ = [
+    "Backbone",
+    "ConvBlock",
+    "EncoderKind",
+    "UNetDecoder",
+    "UNetEncoder",
+    "conv_nd",
+    "encoder_divisor",
+    "gaussian_smooth",
+]
 
 EncoderKind = Literal["light", "resnet34"]
 
@@ -49,6 +58,17 @@ class ConvBlock(nn.Sequential):
             _norm(spatial_dims, out_channels),
             nn.LeakyReLU(0.01, inplace=True),
         )
+
+
+def encoder_divisor(channels: Sequence[int], kind: EncoderKind = "light") -> int:
+    """Total down-sampling factor of a :class:`UNetEncoder` (input sizes must be multiples of it).
+
+    Example:
+        >>> encoder_divisor((16, 32, 64, 128)), encoder_divisor((16,), "resnet34")
+        (8, 32)
+
+    """
+    return 32 if kind == "resnet34" else int(2 ** (len(channels) - 1))
 
 
 class UNetEncoder(nn.Module):
@@ -85,7 +105,6 @@ class UNetEncoder(nn.Module):
                 [ConvBlock(spatial_dims, in_channels if i == 0 else widths[i - 1], w) for i, w in enumerate(widths)]
             )
             self.out_channels = widths
-            self.divisor = 2 ** (len(widths) - 1)
         elif kind == "resnet34":
             from monai.networks.nets.resnet import ResNet
 
@@ -102,9 +121,9 @@ class UNetEncoder(nn.Module):
                 norm=("instance", {"affine": True}),
             )
             self.out_channels = [stem, 64, 64, 128, 256, 512]
-            self.divisor = 32
         else:
             raise ValueError(f"unknown encoder kind {kind!r}")
+        self.divisor = encoder_divisor(channels, kind)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``(B, in, *spatial) -> [(B, out_channels[i], *spatial / 2**i)]``; spatial sizes divisible by ``divisor``."""
