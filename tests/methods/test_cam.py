@@ -100,4 +100,6 @@ def test_selection_on_val_uses_the_fold_split_and_reports_it(tmp_path: Path) -> 
     meta = json.loads((tmp_path / "run" / "meta.json").read_text(encoding="utf-8"))
     assert meta["selection"].startswith("best val IoU: epoch 1 (dice ")
     log = tmp_path / "run" / "logs" / "val.csv"
-    assert not log.exists() or "iou" in log.read_text(encoding="utf-8")
+    assert log.is_file(), "selection on val writes the validation log"
+    header = log.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "iou" in header and "dice" in header, header
