@@ -1,0 +1,116 @@
+"""The results pipeline: every table in docs/results.md equals the render of its JSON record, and a quick run works.
+
+A number typed by hand into a generated block of ``docs/results.md`` (or a record edited without re-rendering) fails
+``test_docs_blocks_match_records``. ``test_quick_run`` runs ``benchmarks/results/run.py --quick`` for every
+registered table into ``tmp_path`` (a subprocess, as CI runs it) and checks its output the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.results.run import PROVENANCE_FIELDS, RECORD_FIELDS, blocks, config_hash, render_into
+from benchmarks.results.tables import TABLES, get
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "results.md"
+RECORDS = REPO / "docs" / "results"
+
+
+def _check(docs: Path, records: Path, *, quick: bool) -> list[str]:
+    """Check the blocks of ``docs`` against the records in ``records``; return the table names checked."""
+    found = blocks(docs.read_text(encoding="utf-8"))
+    names = sorted(p.stem for p in records.glob("*.json"))
+    assert set(found) == set(names), f"marker blocks {sorted(found)} vs records {names}"
+    for name in names:
+        record = json.loads((records / f"{name}.json").read_text(encoding="utf-8"))
+        missing = [k for k in RECORD_FIELDS if k not in record]
+        assert not missing, f"{name}.json lacks {missing}"
+        prov = record["provenance"]
+        missing = [k for k in PROVENANCE_FIELDS if k not in prov]
+        assert not missing, f"{name}.json provenance lacks {missing}"
+        assert prov["git_commit"] and isinstance(prov["git_dirty"], bool)
+        assert prov["wall_s"] >= 0 and prov["cpu_s"] >= 0
+        assert {"cpu", "cores", "torch", "gpu"} <= set(prov["machine"])
+        assert record["quick"] is quick and record["table"] == name
+        assert record["config_hash"] == config_hash(record["config"]), f"{name}: config edited after the run"
+        for split in record["splits"].values():
+            assert split["role"] in ("dev", "test") and split["n"] == len(split["cases"])
+        looks = record["looks"]
+        assert looks["test_looks_this_version"] <= looks["test_looks_total"] <= len(looks["log"])
+        for row in record["rows"]:  # the summary numbers are the per-case values' means
+            per = record["per_case"][row["split"]][row["method"]]
+            for metric, stats in row["metrics"].items():
+                vals = [per[c][metric] * 100 for c in record["splits"][row["split"]]["cases"]]
+                assert stats["mean"] == pytest.approx(sum(vals) / len(vals), abs=1e-9), (name, row, metric)
+        assert found[name] == get(name).render(record), (
+            f"docs block of {name} differs from render(docs/results/{name}.json): "
+            "run `python benchmarks/results/run.py --render-only` (never edit the block by hand)"
+        )
+    return names
+
+
+def test_docs_blocks_match_records() -> None:
+    names = _check(DOCS, RECORDS, quick=False)
+    assert names, "no results record in docs/results"
+
+
+def test_hand_edited_number_fails(tmp_path: Path) -> None:
+    records = tmp_path / "results"
+    records.mkdir()
+    for p in RECORDS.glob("*.json"):
+        (records / p.name).write_bytes(p.read_bytes())
+    docs = tmp_path / "results.md"
+    docs.write_text(DOCS.read_text(encoding="utf-8"), encoding="utf-8")
+    _check(docs, records, quick=False)
+    text = docs.read_text(encoding="utf-8")
+    name = sorted(blocks(text))[0]
+    block = blocks(text)[name]
+    # a re-typed number: the first "x.y +-" cell gets its last digit changed
+    edited = re.sub(r"(\d)( \+- )", lambda m: f"{(int(m.group(1)) + 1) % 10}{m.group(2)}", block, count=1)
+    assert edited != block
+    docs.write_text(text.replace(block, edited), encoding="utf-8")
+    with pytest.raises(AssertionError, match="differs from render"):
+        _check(docs, records, quick=False)
+    render_into(docs, name, get(name).render(json.loads((records / f"{name}.json").read_text(encoding="utf-8"))))
+    _check(docs, records, quick=False)
+
+
+@pytest.mark.realdata
+@pytest.mark.timeout(300)
+def test_quick_run(real_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "LABELWISE_DATA": str(real_data), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "results" / "run.py"), *TABLES, "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(_check(out / "results.md", out, quick=True)) == sorted(TABLES)
+    for name in TABLES:
+        record = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert all(split["n"] <= 3 for split in record["splits"].values())
+        # a quick (CI) run never opens the untouched test split, so it adds no look
+        assert all(split["role"] == "dev" for split in record["splits"].values()), record["splits"]
+        assert not any(e.get("quick") for e in record["looks"]["log"])
+
+
+def test_quick_refuses_docs(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "results" / "run.py"), "--quick", "--out", str(RECORDS)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2 and "never writes into docs/results" in res.stderr
