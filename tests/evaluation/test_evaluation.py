@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from labelwise.data import DatasetWriter
-from labelwise.evaluation import EvaluationConfig, bootstrap_ci, evaluate_folder
+from labelwise.evaluation import (
+    CANDIDATES_COLUMN,
+    DEFAULT_METRICS,
+    CaseArrays,
+    EvaluationConfig,
+    bootstrap_ci,
+    evaluate_folder,
+    score_case,
+)
 from labelwise.io import Prediction, PredictionIndex, write_prediction
 from labelwise.labels import strict_majority
 
@@ -88,8 +96,8 @@ def test_evaluate_folder_scores_and_reports_failures(folders: tuple[Path, Path])
     assert rows[("c1", "majority")]["dice"] == 1.0  # 2 of 3 raters drew the big cube
     assert rows[("c1", "r3")]["abs_volume_difference"] == pytest.approx(21 * 2.0)  # 21 voxels of 2 mm^3
     soft = rows[("c1", "mean_of_raters")]
-    # samples {a, b} match raters {a, a, b}: Dice_max = 1, Dice_match = 1
-    assert soft["dice_max"] == 1.0 and soft["dice_match"] == 1.0
+    # samples {a, b} match raters {a, a, b}: Dice_max = 1, Dice_match = 1 (2 samples < 3 raters: both compete)
+    assert soft["dice_max"] == 1.0 and soft["dice_match"] == 1.0 and soft[CANDIDATES_COLUMN] == 2
     assert rows[("c1", "r3")]["personal_dice"] == 1.0
     # soft Dice: prob is one-hot of a; mean of raters is 1 on b, 2/3 on a \ b -> Dice 1 at every t < 2/3
     # (t = .1..0.6), and Dice(a, b) at t = .7, .8, .9
@@ -108,7 +116,7 @@ def test_cli_end_to_end(folders: tuple[Path, Path], tmp_path: Path) -> None:
     res = CliRunner().invoke(
         app,
         ["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(out), "--workers", "2",
-         "--metrics", "dice,hd95,nsd,soft_dice,ece,ged", "--tolerance-mm", "1.5", "--n-bootstrap", "20"],
+         "--metrics", "dice,hd95,nsd,soft_dice,ece,ged,dice_max", "--tolerance-mm", "1.5", "--n-bootstrap", "20"],
     )  # fmt: skip
     assert res.exit_code == 1, res.output
     assert "c4" in res.output
@@ -118,8 +126,9 @@ def test_cli_end_to_end(folders: tuple[Path, Path], tmp_path: Path) -> None:
     assert len(table) == 15
     assert set(table[0]) == {
         *("case", "class", "reference", "pred_voxels", "ref_voxels"),
-        *("dice", "hd95", "nsd", "soft_dice", "ece", "ged"),
+        *("dice", "hd95", "nsd", "soft_dice", "ece", "ged", "dice_max", CANDIDATES_COLUMN),
     }
+    assert {r[CANDIDATES_COLUMN] for r in table if r["reference"] == "mean_of_raters"} == {"2"}
     assert next(r for r in table if r["reference"] == "r3")["ref_voxels"] == "27"
     r3 = next(r for r in table if r["case"] == "c2" and r["reference"] == "r3")
     # r3 (small cube) vs prediction (big cube): distances 0, 1 or sqrt(2) mm; with tau = 1.5 mm all count
@@ -154,3 +163,33 @@ def test_partially_labelled_volume_scored_on_labelled_slices(tmp_path: Path) -> 
     assert not res.failures
     row = next(r for r in res.rows if r["reference"] == "majority")
     assert row["dice"] == 1.0 and row["hd"] == 0.0
+
+
+def test_score_case_ece_forms_and_equal_dice_candidates() -> None:
+    rater = np.array([[1, 0, 1, 1]], np.int16)
+    p = np.array([[0.3, 0.3, 0.6, 1.0]], np.float32)
+    case = CaseArrays(
+        case_id="c",
+        label=(p >= 0.5).astype(np.int16),
+        probs=np.stack([1 - p, p]),
+        samples=np.stack([[[1, 0, 1, 0]], [[1, 0, 1, 1]]]).astype(np.int16),  # S = 2 samples, R = 1 rater
+        pred_raters=None,
+        pred_rater_ids=(),
+        raters=rater[None],
+        rater_ids=("r1",),
+        class_names=("background", "organ"),
+        classes=(1,),
+        spacing_mm=(1.0, 1.0),
+    )
+    names = ("ece", "ece_fg", "dice_max", "dice_match", "dice_max_all", "dice_match_all")
+    rows = score_case(case, EvaluationConfig(metrics=names, ece_bins=4, n_bootstrap=0))
+    (soft,) = [r for r in rows if r["reference"] == "mean_of_raters"]
+    # calibration hand values: tests/metrics/test_calibration_quality.py (same prob and target, 4 bins)
+    assert soft["ece"] == pytest.approx(0.0)
+    assert soft["ece_fg"] == pytest.approx(0.2)
+    # equal candidates: only the first sample (Dice 2 * 2 / (2 + 3) = 0.8) competes for the one rater
+    assert soft["dice_max"] == pytest.approx(0.8) and soft["dice_match"] == pytest.approx(0.8)
+    assert soft[CANDIDATES_COLUMN] == 1
+    assert soft["dice_max_all"] == 1.0 and soft["dice_match_all"] == 1.0
+    assert "ece_fg" in DEFAULT_METRICS and "dice_max_all" not in DEFAULT_METRICS
+    assert "nsd_per_slice" not in DEFAULT_METRICS

@@ -45,6 +45,21 @@ def test_ece_modes_hand() -> None:
     assert math.isnan(ece(prob, y, region=np.zeros(4, bool)))
 
 
+def test_ece_confidence_and_foreground_binning_hand() -> None:
+    # 4 equal-width bins [0, .25), [.25, .5), [.5, .75), [.75, 1] (1.0 falls in the last); empty bins skipped
+    prob = np.array([0.3, 0.3, 0.6, 1.0])
+    y = np.array([1, 0, 1, 1])
+    # confidence (Guo et al.): conf [.7, .7, .6, 1], decisions [0, 0, 1, 1] right on [0, 1, 1, 1]
+    # bin 2: conf 2/3, acc 2/3; bin 3: conf 1, acc 1 -> ECE 0
+    assert ece(prob, y, n_bins=4) == pytest.approx(0.0)
+    rel = reliability(prob, y, n_bins=4)
+    assert rel.counts.tolist() == [0, 0, 3, 1]
+    # foreground: bin 1 holds .3, .3 (mean target .5, gap .2), bin 2 holds .6 (target 1, gap .4), bin 3 holds
+    # 1.0 (gap 0) -> (2 * .2 + .4 + 0) / 4
+    assert ece(prob, y, n_bins=4, mode="foreground") == pytest.approx(0.2)
+    assert reliability(prob, y, n_bins=4, mode="foreground").counts.tolist() == [0, 2, 1, 1]
+
+
 def test_ece_matches_monai() -> None:
     import torch
     from monai.metrics import CalibrationErrorMetric

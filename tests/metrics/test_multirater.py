@@ -13,6 +13,7 @@ from labelwise.metrics import (
     dice_max,
     fleiss_kappa,
     ged,
+    n_candidates,
     pairwise_dice,
     pairwise_iou,
     per_rater_dice,
@@ -104,6 +105,22 @@ def test_dice_max_match_per_rater() -> None:
     assert dice_match(np.stack([A]), r) == pytest.approx(1.0)
     with pytest.raises(DataError):
         per_rater_dice(np.stack([A]), r)
+
+
+def test_dice_max_match_compete_with_as_many_samples_as_raters() -> None:
+    r = np.stack([A])  # one rater
+    s = np.stack([B, A, A])  # three samples; only the first (B) competes by default
+    assert n_candidates(3, 1) == 1 and n_candidates(3, 1, "all") == 3 and n_candidates(2, 5) == 2
+    assert dice_max(s, r) == pytest.approx(2 / 3)  # B vs A
+    assert dice_match(s, r) == pytest.approx(2 / 3)
+    # all three samples compete (D-Persona's protocol): the best sample, A, wins
+    assert dice_max(s, r, candidates="all") == 1.0
+    assert dice_match(s, r, candidates="all") == 1.0
+    # fewer samples than raters: every sample competes, both rules agree
+    r2 = np.stack([A, B])
+    assert dice_max(np.stack([A]), r2) == dice_max(np.stack([A]), r2, candidates="all") == pytest.approx(5 / 6)
+    with pytest.raises(DataError, match="candidates"):
+        dice_max(s, r, candidates="some")  # type: ignore[arg-type]
 
 
 def test_fleiss_kappa_hand() -> None:

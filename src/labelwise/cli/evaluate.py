@@ -102,7 +102,8 @@ def evaluate(
         None,
         "--slices",
         help="3D: score only these slices: e.g. 82-86,90, 'labelled', or 'held-out:RUN_DIR' (labelled slices "
-        "minus the run's training slices). Overlap pooled over them, surface metrics 2D per slice, averaged.",
+        "minus the run's training slices). Metrics per 3D case: overlap pooled over them, surface metrics in 3D "
+        "with the slices at their true positions; 2D per-slice means: dice_per_slice, nsd_per_slice, ...",
     ),
     slice_axis: int = typer.Option(
         2, "--slice-axis", min=0, max=2, help="Spatial axis of --slices (2 = last, the labelled-slice axis)."

@@ -21,9 +21,16 @@ References (also in ``docs/metrics.md``):
 * Classes are scored one-vs-rest for every foreground class of the dataset.
 * Partially labelled volumes (``Case.labelled_slices``) are scored on their labelled slices only.
 * A :class:`SliceSelection` (``labelwise evaluate --slices``) scores a subset of the slices of 3D cases along one
-  axis: overlap and soft metrics pool the voxels of the selected slices; surface metrics are computed in 2D on
-  each selected slice (in-plane spacing) and averaged over the slices (the k-labelled-slice protocol of
-  ``docs/semisupervised.md``).
+  axis. Every metric stays per 3D case (FLARE's DSC and NSD): overlap and soft metrics pool the voxels of the
+  selected slices; surface metrics are computed in 3D with the case's spacing on the selected slices placed at
+  their true positions (slices between them blank), the same rule as for partially labelled volumes. The 2D
+  per-slice mean (the k-labelled-slice protocol of ``docs/semisupervised.md``) is the explicit
+  ``dice_per_slice`` / ``nsd_per_slice`` / ... metrics.
+* Calibration: ``ece`` bins the confidence ``max(p, 1-p)`` of every voxel (Guo et al.), ``ece_fg`` the
+  foreground probability ``p`` (binary reliability of P(foreground)); both with equal-width bins, empty bins
+  skipped.
+* ``dice_max`` / ``dice_match`` let the first ``min(S, R)`` samples compete for the R raters (the number is the
+  ``dice_candidates`` column); ``dice_max_all`` / ``dice_match_all`` let all S samples compete.
 * A prediction with a class subset (``predictions.json`` ``class_names``, e.g. a model trained with ``classes``)
   is scored on its own classes, matched to the dataset's by name; the other dataset classes count as background.
 
@@ -37,6 +44,7 @@ from labelwise.evaluation.rater_stats import DatasetStats, dataset_stats, format
 from labelwise.evaluation.runner import EvaluationResult, evaluate_case, evaluate_folder
 from labelwise.evaluation.scoring import (
     ALL_METRICS,
+    CANDIDATES_COLUMN,
     DEFAULT_METRICS,
     MAJORITY,
     MEAN_OF_RATERS,
@@ -50,6 +58,7 @@ from labelwise.evaluation.summary import bootstrap_ci, summarise
 
 __all__ = [
     "ALL_METRICS",
+    "CANDIDATES_COLUMN",
     "DEFAULT_METRICS",
     "MAJORITY",
     "MEAN_OF_RATERS",

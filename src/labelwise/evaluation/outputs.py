@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from labelwise.evaluation.runner import EvaluationResult
-from labelwise.evaluation.scoring import ALL_METRICS, ID_COLUMNS, MAJORITY, MEAN_OF_RATERS, SLICES_COLUMN
+from labelwise.evaluation.scoring import (
+    ALL_METRICS,
+    CANDIDATES_COLUMN,
+    ID_COLUMNS,
+    MAJORITY,
+    MEAN_OF_RATERS,
+    SLICES_COLUMN,
+)
 from labelwise.evaluation.slices import format_slices
 from labelwise.io import write_json_atomic, write_text_atomic
 
@@ -38,7 +45,7 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
     """Write ``per_case.csv``, ``summary.json`` and ``summary.md`` atomically into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metric_cols = [m for m in ALL_METRICS if any(m in r for r in result.rows)]
+    metric_cols = [m for m in (*ALL_METRICS, CANDIDATES_COLUMN) if any(m in r for r in result.rows)]
     id_cols = [*ID_COLUMNS, *((SLICES_COLUMN,) if any(SLICES_COLUMN in r for r in result.rows) else ())]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -64,7 +71,8 @@ def _markdown(summary: dict[str, Any]) -> str:
         lines += [
             f"Slices scored (axis {sl['axis']}, selection `{sl['selection']}`): "
             + "; ".join(f"{cid} {format_slices(z)}" for cid, z in sl["cases"].items())
-            + ". Overlap pooled over these slices; surface metrics 2D per slice, averaged.",
+            + ". Overlap pooled over these slices; surface metrics per 3D case (slices at their true positions);"
+            " `*_per_slice`: 2D per slice, averaged.",
             "",
         ]
     lines += [

@@ -128,12 +128,13 @@ def _evaluate_case(
     slice_axis: int | None = None
     keep: tuple[int, ...] | None = None
     axis = -1  # counted from the end, so it names the same spatial axis of label maps and of (N, *spatial) stacks
-    if cfg.slices is not None:  # an explicit slice subset (pooled overlap, 2D surface metrics per slice)
+    if cfg.slices is not None:  # an explicit slice subset (pooled overlap, surface metrics per 3D case)
         slice_axis = cfg.slices.axis
         chosen = keep = select_slices(cfg.slices, case_id, case.spatial_shape, case.labelled_slices, pred_file)
         axis = slice_axis - len(case.spatial_shape)
     elif case.labelled_slices is not None:  # labels are valid on these slices only (last axis): score just them
         keep = labelled_slice_indices(case)
+        slice_axis = len(case.spatial_shape) - 1
     if keep is not None:
         idx = np.asarray(keep, dtype=np.int64)
         label = np.take(label, idx, axis=axis)
@@ -153,6 +154,7 @@ def _evaluate_case(
         classes=tuple(scored),
         spacing_mm=tuple(float(s) for s in case.spacing_mm),
         slice_axis=slice_axis,
+        slice_positions=None if keep is None else tuple(int(z) for z in keep),
     )
     rows = score_case(arrays, cfg)
     if chosen is not None:
@@ -306,7 +308,8 @@ def evaluate_folder(
             "selection": cfg.slices.spec,
             "axis": cfg.slices.axis,
             "overlap": "pooled over the selected slices",
-            "surface": "2D per selected slice (in-plane spacing), mean over the slices (nan slices left out)",
+            "surface": "per 3D case: the selected slices at their true positions (slices between them blank), "
+            "the case's spacing; *_per_slice metrics: 2D per selected slice, mean over slices (nan left out)",
             "cases": {cid: list(r.slices) for cid, r in sorted(results.items()) if r.slices is not None},
         }
     return EvaluationResult(rows=rows, summary=summary, failures=failures)

@@ -1,8 +1,9 @@
 """Slice subsets of 3D cases for ``labelwise evaluate --slices``: the selection, its text form, each case's slices.
 
-Overlap counts and soft metrics pool the voxels of the selected slices; surface metrics are computed in 2D on each
-selected slice (in-plane spacing) and averaged over the slices: the k-labelled-slice protocol of
-``docs/semisupervised.md``.
+Every metric is per 3D case, as FLARE scores DSC and NSD: overlap counts and soft metrics pool the voxels of the
+selected slices; surface metrics are computed in 3D with the case's spacing on the selected slices placed at their
+true positions (the slices between them blank). The 2D per-slice mean of the k-labelled-slice protocol of
+``docs/semisupervised.md`` is available under explicit names (``nsd_per_slice``, ``dice_per_slice``, ...).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ class SliceSelection:
     """Which slices of each 3D case are scored (``labelwise evaluate --slices``).
 
     Overlap counts (DSC, IoU, ...) and soft metrics pool the voxels of the selected slices; surface metrics (HD,
-    HD95, ASSD, MASD, NSD) are computed in 2D on each selected slice with the in-plane spacing and averaged over
-    the slices (slices where a distance is undefined, nan, are left out of its mean).
+    HD95, ASSD, MASD, NSD) are computed per 3D case with the case's spacing, the selected slices at their true
+    positions and the slices between them blank. The ``*_per_slice`` metrics compute Dice and the surface
+    metrics in 2D on each selected slice (in-plane spacing) and average them over the slices (nan slices left out).
 
     Attributes:
         mode: ``"labelled"``: the case's labelled slices (``labelled_slices``, or every slice of a fully labelled

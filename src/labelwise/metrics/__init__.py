@@ -12,10 +12,12 @@ from labelwise.metrics.calibration import CalibrationMode, ReliabilityData, brie
 from labelwise.metrics.conventions import CONVENTIONS, EmptyConvention, EmptyMode, resolve_convention
 from labelwise.metrics.multirater import (
     DEFAULT_SOFT_DICE_THRESHOLDS,
+    Candidates,
     dice_match,
     dice_max,
     fleiss_kappa,
     ged,
+    n_candidates,
     pair_counts,
     pairwise_dice,
     pairwise_iou,
@@ -58,6 +60,7 @@ __all__ = [
     "DEFAULT_SOFT_DICE_THRESHOLDS",
     "OVERLAP_METRICS",
     "CalibrationMode",
+    "Candidates",
     "Confusion",
     "CountsAccumulator",
     "Dice",
@@ -87,6 +90,7 @@ __all__ = [
     "mae",
     "masd",
     "mean_foreground_dice",
+    "n_candidates",
     "nll",
     "nsd",
     "overlap_from_counts",

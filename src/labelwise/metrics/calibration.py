@@ -83,7 +83,7 @@ def reliability(
     Args:
         prob: ``(*spatial)`` foreground probability in [0, 1].
         target: ``(*spatial)`` reference in [0, 1]: hard mask or soft (mean-of-raters) label.
-        n_bins: Number of equal-width bins over [0, 1].
+        n_bins: Number of equal-width bins over [0, 1] (the value 1.0 falls in the last bin).
         mode: ``"confidence"`` (Guo et al. 2017): bin ``max(p, 1-p)``, accuracy = agreement of the hard
             decision ``p >= 0.5`` with the target (soft targets give fractional agreement);
             ``"foreground"`` (MONAI ``CalibrationErrorMetric``): bin ``p``, accuracy = mean target.
@@ -126,7 +126,30 @@ def ece(
     region: ArrayLike | None = None,
     foreground_only: bool = False,
 ) -> float:
-    """Return the expected calibration error of :func:`reliability` (same arguments); nan if nothing binned."""
+    """Expected calibration error ``sum_b n_b / N * |acc_b - conf_b|`` of :func:`reliability` (same arguments).
+
+    Binning: ``n_bins`` equal-width bins over [0, 1] (bin ``b`` holds ``b/n <= x < (b+1)/n``, the last bin also
+    holds 1.0); empty bins are skipped (they carry weight 0); N = every voxel binned (all voxels of the region).
+
+    * ``mode="confidence"`` (default; Guo et al., ICML 2017, top-label ECE of the binary decision): ``x`` is the
+      confidence ``max(p, 1-p)`` (so the bins below 0.5 stay empty), ``acc_b`` the mean agreement of the
+      decision ``p >= 0.5`` with the target. ``labelwise evaluate`` reports it as ``ece``.
+    * ``mode="foreground"`` (MONAI ``CalibrationErrorMetric``): ``x`` is the foreground probability ``p`` and
+      ``acc_b`` the mean target in the bin: the binary reliability of P(foreground). ``labelwise evaluate``
+      reports it as ``ece_fg``.
+
+    Returns:
+        ECE in [0, 1]; nan if no voxel was binned (empty region).
+
+    Example:
+        >>> import numpy as np
+        >>> prob = np.array([0.9, 0.9, 0.1, 0.1]); target = np.array([1, 0, 0, 0])
+        >>> round(ece(prob, target, n_bins=10), 6)  # confidence 0.9 everywhere, 3 of 4 decisions right
+        0.15
+        >>> round(ece(prob, target, n_bins=10, mode="foreground"), 6)  # (2 * |0.5 - 0.9| + 2 * |0 - 0.1|) / 4
+        0.25
+
+    """
     return reliability(prob, target, n_bins=n_bins, mode=mode, region=region, foreground_only=foreground_only).ece()
 
 

@@ -12,6 +12,9 @@ Conventions (also in ``docs/metrics.md``):
 * Soft Dice thresholds both the predicted probability and the mean rater mask at each threshold (default
   0.1, 0.2, ..., 0.9 with ``>``, as D-Persona; MRNet's variant is ``thresholds=(0.1, 0.3, 0.5, 0.7, 0.9),
   comparison=">="``) and averages the per-threshold Dice.
+* Dice_max and Dice_match score the first ``min(S, R)`` samples by default (``candidates="equal"``), so a
+  sampling method does not get more tries than a method with one map per rater; ``candidates="all"`` is the
+  D-Persona protocol (all S samples compete).
 
 Example:
     >>> import numpy as np
@@ -38,12 +41,14 @@ from labelwise.metrics.overlap import overlap_from_counts
 
 __all__ = [
     "DEFAULT_SOFT_DICE_THRESHOLDS",
+    "Candidates",
     "EmptyIoU",
     "SelfPairs",
     "dice_match",
     "dice_max",
     "fleiss_kappa",
     "ged",
+    "n_candidates",
     "pair_counts",
     "pairwise_dice",
     "pairwise_iou",
@@ -53,6 +58,8 @@ __all__ = [
 ]
 
 SelfPairs = Literal["include", "exclude"]
+Candidates = Literal["equal", "all"]
+"""Samples that compete in Dice_max / Dice_match: the first ``min(S, R)`` (``"equal"``) or all S (``"all"``)."""
 EmptyIoU = Literal["one", "zero", "drop"]
 DEFAULT_SOFT_DICE_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -236,41 +243,102 @@ def _dice_matrix(samples: ArrayLike, raters: ArrayLike, empty: EmptyMode | Empty
     return overlap_from_counts(pair_counts(samples, raters), "dice", empty=empty)
 
 
-def dice_max(samples: ArrayLike, raters: ArrayLike, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
-    """Mean over raters of the best Dice any sample reaches against that rater (D-Persona's Dice_max).
+def _candidates(
+    samples: ArrayLike, raters: ArrayLike, candidates: Candidates
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The sample stack cut to the candidates of :data:`Candidates` and the rater stack, both validated."""
+    s = _stack(samples, "samples")
+    r = _stack(raters, "raters")
+    if candidates == "equal":
+        s = s[: r.shape[0]]
+    elif candidates != "all":
+        raise DataError(f"candidates must be 'equal' or 'all', got {candidates!r}")
+    return s, r
+
+
+def n_candidates(n_samples: int, n_raters: int, candidates: Candidates = "equal") -> int:
+    """Number of samples that :func:`dice_max` / :func:`dice_match` score: ``min(S, R)`` for ``"equal"``, else S.
+
+    Example:
+        >>> n_candidates(16, 7), n_candidates(16, 7, "all"), n_candidates(3, 7)
+        (7, 16, 3)
+
+    """
+    return min(n_samples, n_raters) if candidates == "equal" else n_samples
+
+
+def dice_max(
+    samples: ArrayLike,
+    raters: ArrayLike,
+    *,
+    candidates: Candidates = "equal",
+    empty: EmptyMode | EmptyConvention = "labelwise",
+) -> float:
+    """Mean over raters of the best Dice any candidate sample reaches against that rater (D-Persona's Dice_max).
+
+    The best of more candidates can only be higher, so a method that draws 16 samples against 7 raters has an
+    edge over one with 7 fixed maps. By default (``candidates="equal"``) only the first ``min(S, R)`` samples
+    compete (samples are exchangeable draws, so the first R are a random R-subset; fixed per-rater maps keep
+    their order); ``candidates="all"`` lets all S samples compete (D-Persona's protocol).
 
     Args:
         samples: ``(S, *spatial)`` bool predicted masks.
         raters: ``(R, *spatial)`` bool reference masks.
+        candidates: ``"equal"`` (first ``min(S, R)`` samples) or ``"all"``; see :func:`n_candidates`.
         empty: Empty-mask convention for each Dice.
 
     Returns:
         Dice_max in [0, 1]; nan entries (e.g. ``empty="nnunet"``) are ignored by the max.
 
+    Example:
+        >>> import numpy as np
+        >>> raters = np.array([[1, 1, 0, 0]], bool)
+        >>> samples = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], bool)  # the second sample matches the rater
+        >>> round(dice_max(samples, raters), 6), dice_max(samples, raters, candidates="all")
+        (0.666667, 1.0)
+
     """
-    d = _dice_matrix(samples, raters, empty)
+    s, r = _candidates(samples, raters, candidates)
+    d = _dice_matrix(s, r, empty)
     with np.errstate(all="ignore"):
         best = np.where(np.isnan(d).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(d), -np.inf, d), axis=0))
     return float(np.nanmean(best)) if not np.isnan(best).all() else float("nan")
 
 
-def dice_match(samples: ArrayLike, raters: ArrayLike, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
+def dice_match(
+    samples: ArrayLike,
+    raters: ArrayLike,
+    *,
+    candidates: Candidates = "equal",
+    empty: EmptyMode | EmptyConvention = "labelwise",
+) -> float:
     """Mean Dice of the one-to-one sample/rater matching that maximises total Dice (Hungarian algorithm).
 
-    With S != R, min(S, R) pairs are matched.
+    ``min(S', R)`` pairs are matched, S' the number of candidates: by default (``candidates="equal"``) the
+    first ``min(S, R)`` samples, so that S = 16 samples do not pick the best 7 of 16 against 7 raters;
+    ``candidates="all"`` matches from all S samples.
 
     Args:
         samples: ``(S, *spatial)`` bool predicted masks.
         raters: ``(R, *spatial)`` bool reference masks.
+        candidates: ``"equal"`` (first ``min(S, R)`` samples) or ``"all"``; see :func:`n_candidates`.
         empty: Empty-mask convention for each Dice (nan entries are treated as 0 for the matching).
 
     Returns:
         Dice_match in [0, 1].
 
+    Example:
+        >>> import numpy as np
+        >>> raters = np.array([[1, 1, 0, 0]], bool)
+        >>> samples = np.array([[0, 0, 1, 1], [1, 1, 0, 0]], bool)
+        >>> dice_match(samples, raters), dice_match(samples, raters, candidates="all")
+        (0.0, 1.0)
+
     """
     from scipy.optimize import linear_sum_assignment
 
-    d = _dice_matrix(samples, raters, empty)
+    s, r = _candidates(samples, raters, candidates)
+    d = _dice_matrix(s, r, empty)
     cost = np.nan_to_num(d, nan=0.0)
     rows, cols = linear_sum_assignment(cost, maximize=True)
     return float(np.nanmean(d[rows, cols]))
