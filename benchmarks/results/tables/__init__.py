@@ -23,6 +23,7 @@ def _register(name: str, module: str) -> None:
 
 
 _register("ph2_training_free", "benchmarks.results.tables.ph2_training_free")
+_register("semisup_slice_baselines", "benchmarks.results.tables.semisup_slice_baselines")
 
 
 @dataclass(frozen=True)
