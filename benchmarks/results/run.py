@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.results.common import write_json  # noqa: E402
 from benchmarks.results.tables import TABLES, Context, get  # noqa: E402
 
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "wall_s", "cpu_s", "machine", "date", "command")
@@ -103,16 +104,6 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def _looks(body: dict[str, Any], previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
     if previous is not None:
         log = list(previous["looks"]["log"])
@@ -138,6 +129,34 @@ def render_into(docs: Path, name: str, text: str) -> None:
     tmp = docs.with_name(f".{docs.name}.tmp")
     tmp.write_text(new if old else new.lstrip("\n"), encoding="utf-8")
     os.replace(tmp, docs)
+
+
+HEADLINES = "headlines"
+
+
+def headlines(records: Path) -> str:
+    """The per-capability headline bullets, from every record in ``records`` whose table defines ``headline``.
+
+    Rendered into the ``<!-- results:headlines -->`` block of ``docs/results.md`` and of ``README.md``, so the
+    numbers there come from the records too.
+    """
+    lines = []
+    for name in TABLES:
+        path = records / f"{name}.json"
+        table = get(name)
+        if path.is_file() and hasattr(table, "headline"):
+            text = table.headline(json.loads(path.read_text(encoding="utf-8")))
+            if text:
+                lines.append(text)
+    return "\n".join(lines) if lines else "(no results record yet)"
+
+
+def render_headlines(records: Path, docs: list[Path]) -> None:
+    """Re-render the headline block of each file in ``docs`` that has one (or of the first, appended)."""
+    text = headlines(records)
+    for i, path in enumerate(docs):
+        if (path.is_file() and block_pattern(HEADLINES).search(path.read_text(encoding="utf-8"))) or i == 0:
+            render_into(path, HEADLINES, text)
 
 
 def run_table(name: str, ctx: Context, out: Path, docs: Path, argv: list[str]) -> dict[str, Any]:
@@ -219,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             record = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
             render_into(docs, name, get(name).render(record))
             print(f"{name}: rendered {out / (name + '.json')} into {docs}")
+        render_headlines(out, _headline_docs(docs, args.quick))
         return 0
     data = args.data or Path(os.environ.get("LABELWISE_DATA") or REPO.parent / "shared" / "data")
     if not data.is_dir():
@@ -229,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(work=work.resolve() / name, data=data.resolve(), quick=args.quick)
         run_table(name, ctx, out, docs, argv)
         print(f"{name}: {out / (name + '.json')} and {docs} ({time.perf_counter() - t0:.1f} s)")
+        render_headlines(out, _headline_docs(docs, args.quick))
     return 0
+
+
+def _headline_docs(docs: Path, quick: bool) -> list[Path]:
+    """The results page, plus the README when the page is the repository's own."""
+    if quick or docs != (REPO / "docs" / "results.md").resolve():
+        return [docs]
+    return [docs, REPO / "README.md"]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Registry of the results tables: name -> module with ``run(ctx) -> record`` and ``render(record) -> str``.
 
-Each table module defines ``NAME``, ``run(ctx: Context) -> dict`` and ``render(record: dict) -> str``. It is listed
-here by hand (no crawling of the folder); a name listed twice is an error.
+Each table module defines ``NAME``, ``config() -> dict``, ``run(ctx: Context) -> dict`` and
+``render(record: dict) -> str``; optionally ``headline(record) -> str`` (one Markdown bullet for the overview of
+``docs/results.md`` and the README) and ``check(record) -> None`` (asserts on numbers that are not per-case means,
+run by ``tests/test_results_pipeline.py``). Shared helpers are in ``benchmarks/results/common.py``. A table is
+listed here by hand (no crawling of the folder); a name listed twice is an error.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ def _register(name: str, module: str) -> None:
 
 _register("ph2_training_free", "benchmarks.results.tables.ph2_training_free")
 _register("semisup_slice_baselines", "benchmarks.results.tables.semisup_slice_baselines")
+_register("weak_ph2", "benchmarks.results.tables.weak_ph2")
+_register("multirater_qubiq", "benchmarks.results.tables.multirater_qubiq")
+_register("label_quality_bubil", "benchmarks.results.tables.label_quality_bubil")
+_register("small_data", "benchmarks.results.tables.small_data")
+_register("rater_agreement", "benchmarks.results.tables.rater_agreement")
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchmarks.results.common import import_once, write_json
 from benchmarks.results.tables import Context
 
 __all__ = ["NAME", "render", "run"]
@@ -86,20 +86,6 @@ def _predict(method: str, image: np.ndarray) -> np.ndarray:
     return np.asarray(clean_mask(dark, threshold="otsu"), dtype=bool)
 
 
-def _import(src: Path, dest: Path) -> Path:
-    from labelwise.data.importers import import_dataset
-
-    if not (dest / "dataset.json").is_file():  # resume: a finished import is reused
-        import_dataset("ph2", src, dest)
-    return dest
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _score_split(ds_dir: Path, step_dir: Path, ids: list[str]) -> dict[str, dict[str, dict[str, float]]]:
     from labelwise.data import Dataset
     from labelwise.metrics import accuracy, dice, iou, sensitivity, specificity
@@ -122,7 +108,7 @@ def _score_split(ds_dir: Path, step_dir: Path, ids: list[str]) -> dict[str, dict
                 pred = _predict(m, case.image)
                 per[m][cid] = {k: float(f(pred, gt)) for k, f in zip(METRICS, fns, strict=True)}
         for m in todo:
-            _write_json(done[m], per[m])
+            write_json(done[m], per[m])
             out[m] = per[m]
     return out
 
@@ -136,7 +122,7 @@ def run(ctx: Context) -> dict[str, Any]:
     # A quick (CI) run reads the dev images only: the untouched test set is opened by full runs, and logged.
     wanted = {k: v for k, v in SPLITS.items() if v[1] == "dev"} if ctx.quick else SPLITS
     for split, (folder, role, desc) in wanted.items():
-        ds_dir = _import(ctx.data / folder, ctx.work / f"ph2_{split}")
+        ds_dir = import_once("ph2", ctx.data / folder, ctx.work / f"ph2_{split}")
         ids = sorted(Dataset(ds_dir).ids)
         if ctx.quick:
             ids = ids[:QUICK_CASES]

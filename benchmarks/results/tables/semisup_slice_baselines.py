@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchmarks.results.common import import_once, write_json
 from benchmarks.results.tables import Context
 
 __all__ = ["NAME", "render", "run"]
@@ -99,21 +99,12 @@ def config() -> dict[str, Any]:
     }
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _load(name: str, ctx: Context) -> tuple[Any, np.ndarray, list[str]]:
     """The case, its reference label map (classes renumbered 1..K-1) and the foreground class names."""
     from labelwise.data import Dataset
-    from labelwise.data.importers import import_dataset
 
     folder, importer, _ = DATASETS[name]
-    dest = ctx.work / f"{name}_import"
-    if not (dest / "dataset.json").is_file():  # resume: a finished import is reused
-        import_dataset(importer, ctx.data / folder, dest)
+    dest = import_once(importer, ctx.data / folder, ctx.work / f"{name}_import")
     if name == "mni":
         from benchmarks.semisup_protocol import downsampled_mni
 
@@ -266,7 +257,7 @@ def _score_dataset(name: str, ctx: Context) -> tuple[dict[str, Any], dict[str, A
         else:
             pred = _propagation(case, gt, train, len(names), lo, hi)[..., [z - lo for z in test]]
         res = {"scores": _scores(pred, ref, names), "seconds": round(time.perf_counter() - t0, 2)}
-        _write_json(done, res)
+        write_json(done, res)
         out[m] = res
     return info, out, skipped
 

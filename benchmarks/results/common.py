@@ -1,0 +1,139 @@
+"""Helpers every results table shares: atomic JSON, resumable steps, imports, summary rows, the provenance line.
+
+A table module (``benchmarks/results/tables/<name>.py``) keeps only what is its own: the config, the methods it
+runs and how it renders. Everything here is deliberately small and has one implementation.
+
+Record conventions checked by ``tests/test_results_pipeline.py``:
+
+* ``record["rows"]``: ``{"method", "split", "n", "metrics": {M: {"mean", "std"}}, "scale"?}``; each
+  ``metrics[M]["mean"]`` is the mean over the split's cases of ``per_case[split][method][case][M] * scale``
+  (``scale`` defaults to 100: per-case values are fractions, rows are percent). A row whose method has no per-case
+  values (e.g. a reference line computed from the data) sets ``"per_case": false``.
+* ``record["summary"]`` (optional): numbers that are not means over cases (Pearson r, AUROC over masks, ...),
+  each recomputable from the per-case values by the table's own ``check(record)`` if it defines one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "cached_json",
+    "import_once",
+    "mean_std",
+    "provenance_line",
+    "step_dir",
+    "summary_rows",
+    "write_json",
+]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def step_dir(work: Path, label: str, *key: Any) -> Path:
+    """A work folder for one step, named by ``label`` and a hash of ``key`` (config, case ids, seed, ...).
+
+    A changed rule, subset or seed gets a new folder, so a resumed run never reuses a stale result.
+    """
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = work / "steps" / f"{label}-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
+    """The JSON at ``path`` if a finished step wrote it, else ``compute()`` written there atomically."""
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    write_json(path, value)
+    return value
+
+
+def import_once(importer: str, src: Path, dest: Path, options: Any = None) -> Path:
+    """Import ``src`` with a labelwise importer into ``dest`` unless a finished import is there (resume).
+
+    ``options`` is a ``labelwise.data.importers.ImportOptions`` (None: the importer's defaults).
+    """
+    from labelwise.data.importers import import_dataset
+
+    if not (dest / "dataset.json").is_file():
+        import_dataset(importer, src, dest, options)
+    return dest
+
+
+def mean_std(values: Iterable[float], scale: float = 100.0) -> dict[str, float]:
+    """``{"mean", "std"}`` of ``values * scale`` (sample std, ddof 1; 0 for one value)."""
+    arr = np.asarray(list(values), dtype=float) * scale
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def summary_rows(
+    per_case: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    splits: Mapping[str, Mapping[str, Any]],
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    scale: float = 100.0,
+) -> list[dict[str, Any]]:
+    """One row per (method, split) present in ``per_case``: mean +- std over the split's cases of each metric.
+
+    A metric that is NaN for a case (e.g. HD95 of an empty mask) is left out of that case's mean, and the row
+    says how many cases entered (``n_used``).
+    """
+    rows = []
+    for method in methods:
+        for split, info in splits.items():
+            if method not in per_case.get(split, {}):
+                continue
+            vals = per_case[split][method]
+            stats: dict[str, dict[str, float]] = {}
+            used: dict[str, int] = {}
+            for m in metrics:
+                col = [vals[c][m] for c in info["cases"] if vals[c].get(m) is not None and np.isfinite(vals[c][m])]
+                if col:
+                    stats[m] = mean_std(col, scale)
+                    used[m] = len(col)
+            row: dict[str, Any] = {"method": method, "split": split, "n": len(info["cases"]), "metrics": stats}
+            if scale != 100.0:
+                row["scale"] = scale
+            if any(u != len(info["cases"]) for u in used.values()):
+                row["n_used"] = used
+            rows.append(row)
+    return rows
+
+
+def provenance_line(record: Mapping[str, Any], extra: str = "") -> str:
+    """The sentence under every table: record file, commit, date, config hash, quick flag and test looks."""
+    prov, looks = record["provenance"], record["looks"]
+    commit = (prov["git_commit"] or "unknown")[:10] + (" (uncommitted changes)" if prov["git_dirty"] else "")
+    has_test = any(s["role"] == "test" for s in record["splits"].values())
+    text = (
+        f"Record `{record['table']}.json`: commit {commit}, {prov['date'][:10]}, config "
+        f"`{record['config_hash'][:12]}`, {prov['wall_s'] / 60:.1f} min wall / {prov['cpu_s'] / 60:.1f} min CPU"
+        + (", **quick smoke run**" if record.get("quick") else "")
+        + "."
+    )
+    if has_test:
+        text += (
+            f" Test split looked at {looks['test_looks_this_version']} time(s) with this config, "
+            f"{looks['test_looks_total']} in all."
+        )
+    else:
+        text += " Dev data only (no untouched test split in this table)."
+    return text + (" " + extra if extra else "")
