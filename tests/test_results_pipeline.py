@@ -16,7 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.results.run import HEADLINES, PROVENANCE_FIELDS, RECORD_FIELDS, blocks, config_hash, headlines, render_into
+from benchmarks.results.run import (
+    HEADLINES,
+    PROVENANCE_FIELDS,
+    RECORD_FIELDS,
+    blocks,
+    config_hash,
+    headlines,
+    render_into,
+)
 from benchmarks.results.tables import TABLES, get
 
 REPO = Path(__file__).resolve().parents[1]
