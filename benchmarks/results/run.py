@@ -143,8 +143,10 @@ def headlines(records: Path) -> str:
     lines = []
     for name in TABLES:
         path = records / f"{name}.json"
+        if not path.is_file():
+            continue
         table = get(name)
-        if path.is_file() and hasattr(table, "headline"):
+        if hasattr(table, "headline"):
             text = table.headline(json.loads(path.read_text(encoding="utf-8")))
             if text:
                 lines.append(text)
