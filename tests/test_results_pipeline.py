@@ -77,7 +77,14 @@ def _check(docs: Path, records: Path, *, quick: bool) -> list[str]:
 
 def test_docs_blocks_match_records() -> None:
     names = _check(DOCS, RECORDS, quick=False)
-    assert names, "no results record in docs/results"
+    assert names == sorted(TABLES), "every registered table has a committed record and a block in docs/results.md"
+
+
+def test_readme_headlines_match_records() -> None:
+    found = blocks((REPO / "README.md").read_text(encoding="utf-8"))
+    assert found.get(HEADLINES) == headlines(RECORDS), (
+        "README headline block differs from the records: run `python benchmarks/results/run.py --render-only`"
+    )
 
 
 def test_hand_edited_number_fails(tmp_path: Path) -> None:
