@@ -153,7 +153,7 @@ class DPersonaConfig(ProbUNetConfig):
         head_hidden: Width of each projection head's conv block.
         head_samples: Prior samples the heads attend over (training and prediction).
         train: Engine settings of stage I (1200 steps: the bound-constrained loss needs them to widen the prior;
-            about 11 CPU-minutes for both stages on QUBIQ, see docs/results.md).
+            about 11 CPU-minutes for both stages on QUBIQ, see docs/results-log.md).
         stage2: Engine settings of stage II (monitor ``persona_dice``).
 
     """
