@@ -1,4 +1,4 @@
-"""Multi-rater analysis of prediction folders: personalisation matrix and diversity (docs/results.md, QUBIQ).
+"""Multi-rater analysis of prediction folders: personalisation matrix and diversity (docs/results-log.md, QUBIQ).
 
 For each prediction folder (written by ``labelwise predict``) and the cases of a split:
 
