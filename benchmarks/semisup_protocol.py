@@ -13,6 +13,10 @@ Usage::
 
 ``mni`` first writes a 2x down-sampled copy of the imported MNI152 dataset (99x117x95, 2 mm) whose labelled
 slices are the non-empty ones. Results are appended as JSON lines to ``WORK/results.jsonl``.
+
+The helpers :func:`protocol_overrides`, :func:`train_and_predict` and :func:`nsd_at_true_positions` are shared with
+the results table ``benchmarks/results/tables/semisup_slice_baselines.py`` (the same protocol through
+``labelwise.methods.train`` / ``load_run`` with the methods' default schedules).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +75,74 @@ def downsampled_mni(src: Path, dest: Path) -> Path:
     return dest
 
 
+def protocol_overrides(setting: str, method: str, k: int) -> list[str]:
+    """Config overrides that put ``method`` on the k-labelled-slice protocol of ``setting`` (data, not tuning).
+
+    They say which labels to learn (rater, classes), which k slices are labelled (``train_slices``, evenly spaced
+    as :func:`labelwise.data.slices.k_slice_split`), the FLARE22 CT windows of the CT, and for ``propagation``
+    that prediction starts from the case's own k labelled slices (``anchors: labelled``). Network, losses and
+    schedule stay the method's defaults.
+
+    Example:
+        >>> protocol_overrides("mni", "supervised", 5)
+        ['slicewise=true', 'train_slices=5']
+        >>> protocol_overrides("totalseg", "propagation", 5)[:3]
+        ['anchors=labelled', 'reference.rater=model', 'reference.classes=[liver, spleen, kidney_left, kidney_right]']
+
+    """
+    st = SETTINGS[setting]
+    data: list[str] = []
+    if st["rater"] is not None:
+        data.append(f"rater={st['rater']}")
+    if st["classes"] is not None:
+        data.append(f"classes=[{', '.join(st['classes'])}]")
+    if method == "supervised":
+        target = ["target=rater"] if st["rater"] is not None else []
+        return [*target, *data, "slicewise=true", f"train_slices={k}"]
+    cps = [*data, f"train_slices={k}"] + (["ct_windows=true"] if st["ct_windows"] else [])
+    if method == "cps":
+        return cps
+    if method == "propagation":
+        return ["anchors=labelled", *(f"reference.{o}" for o in cps)]
+    raise ValueError(f"no k-slice protocol for method {method!r}")
+
+
+def train_and_predict(
+    method: str, data: Path, run: Path, overrides: Sequence[str], case: Any
+) -> tuple[np.ndarray, tuple[str, ...], dict[str, list[int]]]:
+    """Train (or resume) ``method`` on ``data`` into ``run``, predict ``case``.
+
+    Returns:
+        The label map of ``case`` (model class indices), the model's class names, and the training slices the
+        run recorded in its plan (case id -> slices).
+
+    """
+    from labelwise.methods import load_run, train
+
+    train(method, Dataset(data), run, overrides=list(overrides))
+    _, _, predictor = load_run(run, "cpu")
+    pred = predictor.predict(case)
+    assert pred.label is not None
+    plan = predictor.plan
+    return np.asarray(pred.label), tuple(plan.class_names), dict(plan.train_slices)
+
+
+def nsd_at_true_positions(
+    pred: np.ndarray, ref: np.ndarray, positions: Sequence[int], depth: int, spacing: Sequence[float], tol: float
+) -> float:
+    """NSD of two gathered masks ``(X, Y, len(positions))`` as one 3D case, the slices at their true positions.
+
+    The gathered slices go back to their indices along the last axis of a ``depth``-slice volume, every other
+    slice blank (background in both), and :func:`labelwise.metrics.nsd` scores that volume with the 3D spacing
+    (the per-case rule of ``labelwise evaluate --slices``; both empty = 1).
+    """
+    p = np.zeros((*pred.shape[:-1], depth), dtype=bool)
+    r = np.zeros_like(p)
+    p[..., list(positions)] = pred
+    r[..., list(positions)] = ref
+    return float(nsd(p, r, tuple(spacing), tolerance_mm=tol))
+
+
 def cps_predictor(run: Path) -> CPSPredictor:
     """The predictor of a trained ``cps`` run, on the CPU."""
     predictor = CPSMethod.load_predictor(run, "cpu")
@@ -80,17 +153,20 @@ def cps_predictor(run: Path) -> CPSPredictor:
 def scores(
     pred: np.ndarray, gt: np.ndarray, test: list[int], k: int, spacing: tuple[float, ...], tol: float
 ) -> dict[str, float]:
-    """Per-class DSC (pooled over the test slices) and NSD (2D per test slice, averaged); both-empty = 1."""
+    """Per-class DSC (pooled over the test slices), NSD (2D per test slice, averaged; ``nsd``) and NSD per 3D case
+    (the test slices at their true positions; ``nsd3d``); both-empty = 1."""
     out: dict[str, float] = {}
-    d_all, n_all = [], []
+    d_all, n_all, n3_all = [], [], []
     for c in range(1, k):
         p, g = pred[..., test] == c, gt[..., test] == c
         d = dice(p, g)
         n = float(np.mean([nsd(p[..., i], g[..., i], spacing[:2], tolerance_mm=tol) for i in range(len(test))]))
-        out[f"dsc_{c}"], out[f"nsd_{c}"] = d, n
+        n3 = nsd_at_true_positions(p, g, test, gt.shape[-1], spacing, tol)
+        out[f"dsc_{c}"], out[f"nsd_{c}"], out[f"nsd3d_{c}"] = d, n, n3
         d_all.append(d)
         n_all.append(n)
-    out["dsc"], out["nsd"] = float(np.mean(d_all)), float(np.mean(n_all))
+        n3_all.append(n3)
+    out["dsc"], out["nsd"], out["nsd3d"] = float(np.mean(d_all)), float(np.mean(n_all)), float(np.mean(n3_all))
     return out
 
 

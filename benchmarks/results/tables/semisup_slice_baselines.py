@@ -26,22 +26,46 @@ Methods, each from the same k label slices:
 4. ``propagation``: labelwise's training-free propagation (``labelwise.methods.propagation.propagate`` with no
    model) from the k slices: the existing row of ``docs/results.md``, reproduced here.
 
+Trained rows (``labelwise.methods.train`` / ``load_run``, through ``benchmarks/semisup_protocol.py``'s
+``protocol_overrides`` and ``train_and_predict``), each from the same k labelled slices; the other labelled slices
+are never a training label (the one case is in the ``train`` split, so no validation split exists and the last
+weights are used):
+
+5. ``supervised``: the 2D ``supervised`` U-Net (``slicewise``) on the k labelled slices only, i.e. supervised at
+   equal (annotation) budget. Its default schedule (50 x 100 steps of batch 8, measured 0.6 CPU-s per step here:
+   ~53 CPU-min per volume) does not fit the table's CPU budget, so it trains 10 of its 50 epochs (1000 steps);
+   everything else is its default. Fixed from the budget before any of its scores was computed.
+6. ``cps``: ``cps`` with its default network and schedule (160 steps of batch 4 + 4 unlabelled); every other
+   slice of the volume is an unlabelled image.
+7. ``propagation_stcn``: the ``propagation`` method with its default STCN and schedule (300 steps), propagating
+   from the case's k labelled slices (``anchors: labelled``, the k-annotated-slices use case; no reference model).
+
+The protocol settings (rater, classes, ``train_slices``, CT windows, anchors) are data, not tuning; every
+trained row reports its wall and CPU seconds (training + prediction).
+
+Metrics: DSC per class pooled over the held-out slices (unchanged), and NSD per 3D case: the held-out slices at
+their true positions in the volume (every other slice blank), ``labelwise.metrics.nsd`` with the 3D spacing at
+the tolerance of ``benchmarks/semisup_protocol.py`` (CT 3 mm, MNI 2 mm: one voxel), per class; then the mean over
+classes.
+
 ``--quick`` (CI smoke) keeps only the held-out slices between the first two labelled slices and propagates through
-that slab alone (so its propagation numbers differ from the full volume's).
+that slab alone (so its propagation numbers differ from the full volume's); ITK runs on that slab too, and the
+trained rows train for 2 steps and predict the slab.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchmarks.results.common import import_once, write_json
+from benchmarks.results.common import cached_json, import_once, provenance_line, step_dir, write_json
 from benchmarks.results.tables import Context
 
-__all__ = ["NAME", "render", "run"]
+__all__ = ["NAME", "check", "config", "headline", "render", "run"]
 
 NAME = "semisup_slice_baselines"
 K = 5
@@ -50,7 +74,30 @@ METHODS = {
     "shape": "shape-based interpolation (signed distance, linear in z)",
     "itk_mci": "ITK morphological contour interpolation",
     "propagation": "labelwise training-free propagation (existing row)",
+    "supervised": "`supervised` 2D U-Net on the k slices only (supervised at equal budget)",
+    "cps": "`cps` (default; every other slice unlabelled)",
+    "propagation_stcn": "`propagation` with its trained STCN (default; from the k slices)",
 }
+SHORT = {
+    "nearest": "nearest-slice copy",
+    "shape": "shape-based interpolation",
+    "itk_mci": "ITK MCI",
+    "propagation": "training-free propagation",
+    "supervised": "supervised at equal budget",
+    "cps": "`cps`",
+    "propagation_stcn": "`propagation` (trained STCN)",
+}
+BASELINES = ("nearest", "shape", "itk_mci", "supervised")
+LABELWISE = ("propagation", "cps", "propagation_stcn")
+# trained row -> labelwise method; overrides beyond the protocol's data settings
+TRAINED: dict[str, tuple[str, list[str]]] = {
+    "supervised": ("supervised", ["train.epochs=10"]),
+    "cps": ("cps", []),
+    "propagation_stcn": ("propagation", []),
+}
+COMMON_OVERRIDES = ["train.progress=false"]  # no progress bar; does not change the numbers
+QUICK_OVERRIDES = ["train.epochs=1", "train.steps_per_epoch=2"]
+SETTING = {"totalseg": "totalseg", "mni": "mni"}  # table dataset -> benchmarks/semisup_protocol.py setting
 DATASETS = {
     # name -> (source folder under the data root, importer, description)
     "totalseg": ("totalsegmentator_example", "nifti-partial", "TotalSegmentator CT"),
@@ -87,6 +134,23 @@ def config() -> dict[str, Any]:
         },
         "scoring": "held-out labelled slices gathered; labelwise.metrics.dice per class pooled over them "
         "(empty='labelwise'); mean over classes",
+        "nsd": {
+            "definition": "per 3D case: the held-out slices at their true positions (other slices blank), "
+            "labelwise.metrics.nsd with the 3D spacing, per class (both empty = 1); mean over classes",
+            "tolerance_mm": {n: _tolerance(SETTING[n]) for n in DATASETS},
+        },
+        "trained": {
+            m: {
+                "method": meth,
+                "overrides": {n: _overrides(n, m, quick=False) for n in DATASETS},
+                "quick_overrides": QUICK_OVERRIDES,
+                "schedule": "method default"
+                if not extra
+                else "default except " + ", ".join(extra) + " (default 50 epochs does not fit the CPU budget)",
+            }
+            for m, (meth, extra) in TRAINED.items()
+        },
+        "device": "cpu",
         "shape": {
             "signed_distance": "2D per slice, in-plane spacing; a class absent from one of the two slices: "
             "minus the other slice's maximum inside distance (tapers to nothing half-way); absent from both: "
@@ -99,8 +163,22 @@ def config() -> dict[str, Any]:
     }
 
 
-def _load(name: str, ctx: Context) -> tuple[Any, np.ndarray, list[str]]:
-    """The case, its reference label map (classes renumbered 1..K-1) and the foreground class names."""
+def _tolerance(setting: str) -> float:
+    from benchmarks.semisup_protocol import SETTINGS
+
+    return float(SETTINGS[setting]["tolerance_mm"])
+
+
+def _overrides(name: str, method: str, quick: bool) -> list[str]:
+    """Config overrides of a trained row: the protocol's data settings, the row's own, quick steps."""
+    from benchmarks.semisup_protocol import protocol_overrides
+
+    meth, extra = TRAINED[method]
+    return [*protocol_overrides(SETTING[name], meth, K), *extra, *COMMON_OVERRIDES, *(QUICK_OVERRIDES if quick else [])]
+
+
+def _load(name: str, ctx: Context) -> tuple[Any, np.ndarray, list[str], Path]:
+    """The case, its reference label map (classes renumbered 1..K-1), the foreground class names, the dataset."""
     from labelwise.data import Dataset
 
     folder, importer, _ = DATASETS[name]
@@ -116,8 +194,8 @@ def _load(name: str, ctx: Context) -> tuple[Any, np.ndarray, list[str]]:
         gt = np.zeros(lab.shape, dtype=np.int16)
         for i, cname in enumerate(TS_CLASSES, start=1):
             gt[lab == case.class_names.index(cname)] = i
-        return case, gt, list(TS_CLASSES)
-    return case, np.asarray(case.raters[0], dtype=np.int16), list(case.class_names[1:])
+        return case, gt, list(TS_CLASSES), dest
+    return case, np.asarray(case.raters[0], dtype=np.int16), list(case.class_names[1:]), dest
 
 
 def _nearest(gt: np.ndarray, train: list[int], zs: list[int]) -> np.ndarray:
@@ -202,20 +280,79 @@ def _propagation(case: Any, gt: np.ndarray, train: list[int], n_fg: int, lo: int
     return np.asarray(propagate(image, ann, None, num_classes=n_fg + 1, allow_empty=True).labels)
 
 
-def _scores(pred: np.ndarray, ref: np.ndarray, names: list[str]) -> dict[str, float]:
+def _clock() -> tuple[float, float]:
+    """Wall seconds and CPU seconds of this process plus its finished children (the ITK child process)."""
+    import resource
+
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), time.process_time() + child.ru_utime + child.ru_stime
+
+
+def _elapsed(start: tuple[float, float]) -> dict[str, float]:
+    wall, cpu = _clock()
+    return {"wall": round(wall - start[0], 2), "cpu": round(cpu - start[1], 2)}
+
+
+def _slab_case(case: Any, train: list[int], lo: int, hi: int) -> Any:
+    """The slices ``lo..hi`` of ``case`` as a case of their own (quick runs); its labelled slices = the k in it."""
+    return replace(
+        case,
+        id=f"{case.id}_slab{lo}-{hi}",
+        image=case.image[..., lo : hi + 1],
+        raters=case.raters[..., lo : hi + 1],
+        labelled_slices=tuple(t - lo for t in train if lo <= t <= hi),
+    )
+
+
+def _trained(
+    name: str, method: str, ctx: Context, case: Any, data: Path, names: list[str], span: tuple[list[int], int, int]
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Train (resumable) one trained row and predict slices ``lo..hi``: label map (table classes), seconds."""
+    from benchmarks.semisup_protocol import train_and_predict
+
+    train, lo, hi = span
+    meth, _ = TRAINED[method]
+    ov = _overrides(name, method, ctx.quick)
+    run_dir = step_dir(ctx.work, f"{name}-{method}-run", meth, ov, case.id, train, ctx.quick) / "run"
+    target = _slab_case(case, train, lo, hi) if ctx.quick else case
+    start = _clock()
+    label, class_names, recorded = train_and_predict(meth, data, run_dir, ov, target)
+    seconds = _elapsed(start)
+    seconds["train_steps"] = json.loads((run_dir / "meta.json").read_text(encoding="utf-8")).get("steps")
+    if sorted(recorded.get(case.id, [])) != sorted(train):
+        raise RuntimeError(f"{method}: trained on slices {recorded.get(case.id)}, expected {train}")
+    out = np.zeros(label.shape, dtype=np.int16)  # model classes -> the table's 1..K-1, by name
+    for i, cname in enumerate(names, start=1):
+        out[label == class_names.index(cname)] = i
+    return out, seconds
+
+
+def _scores(
+    pred: np.ndarray, ref: np.ndarray, names: list[str], test: list[int], depth: int, spacing: Any, tol: float
+) -> dict[str, float]:
+    """DSC per class pooled over the gathered held-out slices; NSD per class of the slices as one 3D case."""
+    from benchmarks.semisup_protocol import nsd_at_true_positions
+
     from labelwise.metrics import dice
 
-    per = {f"DSC_{n}": float(dice(pred == c, ref == c)) for c, n in enumerate(names, start=1)}
-    return {"DSC": float(np.mean(list(per.values()))), **per}
+    dsc = {f"DSC_{n}": float(dice(pred == c, ref == c)) for c, n in enumerate(names, start=1)}
+    nsd = {
+        f"NSD_{n}": nsd_at_true_positions(pred == c, ref == c, test, depth, spacing, tol)
+        for c, n in enumerate(names, start=1)
+    }
+    return {
+        "DSC": float(np.mean(list(dsc.values()))),
+        "NSD": float(np.mean(list(nsd.values()))),
+        **dsc,
+        **nsd,
+    }
 
 
 def _score_dataset(name: str, ctx: Context) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """Split info, per-method scores of the one case, and the methods not run (with why)."""
-    import time
-
+    """Split info, per-method scores (and seconds) of the one case, and the methods not run (with why)."""
     from labelwise.data.slices import k_slice_split
 
-    case, gt, names = _load(name, ctx)
+    case, gt, names, data = _load(name, ctx)
     split = k_slice_split(case, K, "even")
     train, test = list(split.train), list(split.test)
     lo, hi = 0, case.spatial_shape[-1] - 1
@@ -232,43 +369,50 @@ def _score_dataset(name: str, ctx: Context) -> tuple[dict[str, Any], dict[str, A
         "train_slices": train,
         "test_slices": test,
         "labelled_slices": sorted([*split.train, *split.test]),
+        "nsd_tolerance_mm": _tolerance(SETTING[name]),
     }
-    key = hashlib.sha256(json.dumps([config(), info, ctx.quick], sort_keys=True).encode()).hexdigest()[:12]
-    step_dir = ctx.work / "steps" / f"{name}-{key}"
-    step_dir.mkdir(parents=True, exist_ok=True)
+    folder = step_dir(ctx.work, name, config(), info, ctx.quick)
     ref = gt[..., test]
+    depth, spacing, tol = gt.shape[-1], case.spacing_mm, _tolerance(SETTING[name])
     skipped: dict[str, str] = {}
     out: dict[str, Any] = {}
     for m in METHODS:
-        done = step_dir / f"{m}.json"
+        done = folder / f"{m}.json"
         if done.is_file():  # resume
-            out[m] = json.loads(done.read_text(encoding="utf-8"))
+            out[m] = cached_json(done, dict)
             continue
         if m == "itk_mci" and _itk_version() is None:
             skipped[m] = ITK_MISSING
             continue
-        t0 = time.perf_counter()
+        start = _clock()
+        seconds: dict[str, float] | None = None
         if m == "nearest":
             pred = _nearest(gt, train, test)
         elif m == "shape":
-            pred = _shape(gt, train, test, len(names), case.spacing_mm)
+            pred = _shape(gt, train, test, len(names), spacing)
         elif m == "itk_mci":
-            pred = _itk(gt, train, test, step_dir)
-        else:
+            inside = [t - lo for t in train if lo <= t <= hi]
+            pred = _itk(gt[..., lo : hi + 1], inside, [z - lo for z in test], folder)
+        elif m == "propagation":
             pred = _propagation(case, gt, train, len(names), lo, hi)[..., [z - lo for z in test]]
-        res = {"scores": _scores(pred, ref, names), "seconds": round(time.perf_counter() - t0, 2)}
+        else:
+            label, seconds = _trained(name, m, ctx, case, data, names, (train, lo, hi))
+            pred = label[..., [z - lo for z in test]]
+        if seconds is None:
+            seconds = _elapsed(start)
+        res = {"scores": _scores(pred, ref, names, test, depth, spacing, tol), "seconds": seconds}
         write_json(done, res)
         out[m] = res
     return info, out, skipped
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    """Import both volumes into ``ctx.work``, predict the held-out slices with each baseline, return the body."""
+    """Import both volumes into ``ctx.work``, predict the held-out slices with each method, return the body."""
     splits: dict[str, Any] = {}
     per_case: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     not_run: dict[str, dict[str, str]] = {}
-    seconds: dict[str, dict[str, float]] = {}
+    seconds: dict[str, dict[str, dict[str, float]]] = {}
     for name in DATASETS:
         info, out, skipped = _score_dataset(name, ctx)
         splits[name] = info
@@ -299,9 +443,9 @@ def run(ctx: Context) -> dict[str, Any]:
             round(v, 3) == d for v, d in zip(per, doc["per_class"], strict=True)
         )
     return {
-        "title": "Slice-interpolation baselines, k = 5 labelled slices",
+        "title": "Semi-supervised 3D, k = 5 labelled slices: slice-interpolation baselines, supervised, labelwise",
         "config": config(),
-        "seeds": [],
+        "seeds": [0],
         "splits": splits,
         "rows": rows,
         "per_case": per_case,
@@ -312,9 +456,17 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _dsc(record: dict[str, Any], name: str, method: str) -> float | None:
+    """Mean DSC (fraction) of ``method`` on dataset ``name``, None when the row is missing."""
+    for r in record["rows"]:
+        if r["split"] == name and r["method"] == method:
+            return float(r["metrics"]["DSC"]["mean"]) / 100
+    return None
+
+
 def render(record: dict[str, Any]) -> str:
     """The Markdown tables of a record (deterministic: the docs block must equal it)."""
-    prov, splits = record["provenance"], record["splits"]
+    splits = record["splits"]
     lines: list[str] = []
     for name in [n for n in DATASETS if n in splits]:  # the record's JSON keys are sorted
         sp = splits[name]
@@ -323,22 +475,27 @@ def render(record: dict[str, Any]) -> str:
             lines.append("")
         lines += [
             f"**{sp['description']}**: labelled slices {sp['train_slices']}, {len(sp['test_slices'])} held-out "
-            f"slices scored.",
+            f"slices scored; NSD at {sp['nsd_tolerance_mm']:g} mm.",
             "",
-            "| method (k = 5 labelled slices) | DSC | " + " | ".join(f"DSC {c}" for c in classes) + " | s |",
-            "|---|---|" + "---|" * len(classes) + "---|",
+            "| method (k = 5 labelled slices) | kind | DSC | NSD | "
+            + " | ".join(f"DSC {c}" for c in classes)
+            + " | train steps | wall s | CPU s |",
+            "|---|---|---|---|" + "---|" * len(classes) + "---|---|---|",
         ]
         by_method = {r["method"]: r for r in record["rows"] if r["split"] == name}
         for m, label in METHODS.items():
+            kind = "baseline" if m in BASELINES else "labelwise"
             if m in by_method:
                 mt = by_method[m]["metrics"]
-                cells = [f"{mt['DSC']['mean'] / 100:.3f}"] + [f"{mt[f'DSC_{c}']['mean'] / 100:.3f}" for c in classes]
-                secs = f"{record['method_seconds'][name][m]:.1f}"
+                cells = [f"{mt['DSC']['mean'] / 100:.3f}", f"{mt['NSD']['mean'] / 100:.3f}"]
+                cells += [f"{mt[f'DSC_{c}']['mean'] / 100:.3f}" for c in classes]
+                sec = record["method_seconds"][name][m]
+                steps = sec.get("train_steps")
+                secs = f"{'–' if steps is None else steps} | {sec['wall']:.1f} | {sec['cpu']:.1f}"
             else:
-                cells = [record["not_run"][name].get(m, "not run")] + ["–"] * len(classes)
-                secs = ""
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {secs} |")
-    commit = (prov["git_commit"] or "unknown")[:10] + (" (uncommitted changes)" if prov["git_dirty"] else "")
+                cells = [record["not_run"][name].get(m, "not run"), "–"] + ["–"] * len(classes)
+                secs = " |  | "
+            lines.append(f"| {label} | {kind} | " + " | ".join(cells) + f" | {secs} |")
     txt = {True: "yes, exactly (mean and per class, 3 decimals)", False: "**no**", None: "not checked (quick run)"}
     repro = "; ".join(
         f"{splits[n]['description']} {DOCS_PROPAGATION[n]['DSC']}: "
@@ -346,13 +503,54 @@ def render(record: dict[str, Any]) -> str:
         for n in DOCS_PROPAGATION
         if n in splits
     )
+    trained = record["config"]["trained"]
     lines += [
         "",
         "DSC per class pooled over the held-out labelled slices of the one 3D case, then the mean over classes; "
-        "dev data only (`docs/protocol.md`: no untouched test exists for either volume). s = wall seconds of the "
-        f"method alone. Record `{record['table']}.json`: commit {commit}, {prov['date'][:10]}, config "
-        f"`{record['config_hash'][:12]}`"
-        + (", **quick smoke run**" if record.get("quick") else "")
-        + f". Propagation reproduces the earlier rows ({repro}).",
+        "NSD per class of the held-out slices as one 3D case (at their true positions, the other slices blank; "
+        "3D spacing), then the mean over classes. Dev data only (`docs/protocol.md`: no untouched 3D test volume "
+        "exists). Every row uses only the k = 5 labelled slices as labels. Trained rows "
+        "(`labelwise.methods.train`, CPU, seed 0, no validation split: last weights): `supervised` trains "
+        f"{trained['supervised']['schedule']}; `cps` and `propagation` train their default schedules "
+        "(`propagation` starts from the k labelled slices, `anchors: labelled`; batch: 8 `supervised`, 4 + 4 "
+        "unlabelled `cps`, 4 STCN sequences). Seconds: wall and CPU (with child processes) of the method alone "
+        "(training + prediction; a resumed training counts only its last part). Propagation reproduces the "
+        f"earlier rows ({repro}).",
+        "",
+        provenance_line(record),
     ]
     return "\n".join(lines)
+
+
+def headline(record: dict[str, Any]) -> str:
+    """One overview bullet: best labelwise method vs the strongest baseline on the CT and on MNI152 (dev data)."""
+    parts, wins = [], []
+    for name in [n for n in DATASETS if n in record["splits"]]:
+        desc = record["splits"][name]["description"]
+        ours = {m: v for m in LABELWISE if (v := _dsc(record, name, m)) is not None}
+        base = {m: v for m in BASELINES if (v := _dsc(record, name, m)) is not None}
+        if not ours or not base:
+            continue
+        best = max(ours, key=lambda m: ours[m])
+        strong = max(base, key=lambda m: base[m])
+        parts.append(f"{desc} {SHORT[best]} {ours[best]:.3f} vs strongest baseline {SHORT[strong]} {base[strong]:.3f}")
+        lost = [f"{SHORT[m]} {v:.3f}" for m, v in ours.items() if v < base[strong]]
+        if lost:
+            wins.append(f"{desc}: {SHORT[strong]} beats " + ", ".join(lost))
+    verdict = ("; a baseline wins on " + "; ".join(wins)) if wins else "; no baseline beats a labelwise row"
+    quick = " (**quick smoke run**)" if record.get("quick") else ""
+    return (
+        "- **Semi-supervised 3D (k = 5 labelled slices)**: DSC on the held-out labelled slices (dev data: no "
+        f"untouched 3D test volume exists){quick}: " + "; ".join(parts) + verdict + "."
+    )
+
+
+def check(record: dict[str, Any]) -> None:
+    """Each row's DSC and NSD are the means of its per-class values; every row has its seconds."""
+    for name, sp in record["splits"].items():
+        for m, cases in record["per_case"][name].items():
+            for sc in cases.values():
+                for metric in ("DSC", "NSD"):
+                    per = [sc[f"{metric}_{c}"] for c in sp["classes"]]
+                    assert abs(sc[metric] - sum(per) / len(per)) < 1e-12, (name, m, metric)
+            assert {"wall", "cpu"} <= set(record["method_seconds"][name][m]), (name, m)
