@@ -16,7 +16,7 @@ import numpy as np
 from benchmarks.results.common import import_once, write_json
 from benchmarks.results.tables import Context
 
-__all__ = ["NAME", "render", "run"]
+__all__ = ["METHODS", "NAME", "PRIOR_LOOKS", "centred_ellipse", "predict_baseline", "render", "run"]
 
 NAME = "ph2_training_free"
 METRICS = ("JA", "DSC", "AC", "SE", "SP")
@@ -66,21 +66,23 @@ def config() -> dict[str, Any]:
     }
 
 
-def _ellipse(shape: tuple[int, int]) -> np.ndarray:
+def centred_ellipse(shape: tuple[int, int]) -> np.ndarray:
+    """The centred ellipse with semi-axes W/4 and H/4 of an ``(H, W)`` image, as a boolean mask."""
     h, w = shape
     r = (np.arange(h) + 0.5 - h / 2) / (h / 4)
     c = (np.arange(w) + 0.5 - w / 2) / (w / 4)
     return np.asarray((r[:, None] ** 2 + c[None, :] ** 2) <= 1.0, dtype=bool)
 
 
-def _predict(method: str, image: np.ndarray) -> np.ndarray:
+def predict_baseline(method: str, image: np.ndarray) -> np.ndarray:
+    """The ``(H, W)`` boolean mask of training-free rule ``method`` (a key of ``METHODS``) for a ``(C, H, W)`` image."""
     from labelwise.postprocess import clean_mask
 
     shape = image.shape[-2:]
     if method == "whole_image":
         return np.ones(shape, dtype=bool)
     if method == "centred_ellipse":
-        return _ellipse(shape)
+        return centred_ellipse(shape)
     lum = image.astype(np.float32).mean(0)
     dark = (lum.max() - lum) / max(float(lum.max() - lum.min()), 1e-6)
     return np.asarray(clean_mask(dark, threshold="otsu"), dtype=bool)
@@ -105,7 +107,7 @@ def _score_split(ds_dir: Path, step_dir: Path, ids: list[str]) -> dict[str, dict
             case = ds[cid]
             gt = case.raters[0] > 0
             for m in todo:
-                pred = _predict(m, case.image)
+                pred = predict_baseline(m, case.image)
                 per[m][cid] = {k: float(f(pred, gt)) for k, f in zip(METRICS, fns, strict=True)}
         for m in todo:
             write_json(done[m], per[m])

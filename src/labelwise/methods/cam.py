@@ -6,15 +6,23 @@ ICCV 2017 (Grad-CAM); Kraehenbuehl & Koltun, NeurIPS 2011 (dense CRF refinement,
 What the method sees: the lesion and healthy domains of :mod:`labelwise.data.domains` (image-level labels only;
 no pixel label is ever read during training). Classifier: MONAI's ``ResNet`` (basic blocks, widths
 ``widths``, stem stride 1 and no max-pool so the last stage is at 1/8 of the working size), trained with
-cross-entropy on balanced lesion/healthy batches with random flips and 90-degree rotations. Maps: MONAI's
-``monai.visualize.CAM`` (or ``GradCAM``) for the lesion class on ``layer4``, upsampled and min-max normalised
-per image to [0, 1].
+cross-entropy on balanced lesion/healthy batches with random flips and 90-degree rotations. Maps
+(:func:`log_odds_map`): the CAM (or Grad-CAM) of the classifier's log-odds, lesion logit minus healthy logit, on
+``layer4``, upsampled bilinearly and min-max normalised per image to [0, 1] with the minimum at 0.
 
-Prediction: the normalised map at the working size, optionally refined by a dense CRF and cleaned up (Otsu /
-largest component), resized back to the image's own size, and returned as probabilities
-``[1 - p, p]`` where ``p >= 0.5`` exactly where the map is at least ``threshold`` (see
-:func:`labelwise.postprocess.rescale_probability`). Image-level gating (the classifier's lesion probability,
-``gate``) and checkpoint selection (``selection``) are shared with ``cltn``: :mod:`labelwise.methods.weak`.
+Until 2026-12-03 the map was MONAI's ``monai.visualize.CAM`` of the lesion logit alone, whose default
+post-processing (``default_normalizer``) maps the minimum to 1 and the maximum to 0: the mask was the inverse of
+the lesion's evidence (PH2 JA 25.4, below a whole-image mask). The lesion logit alone also carries a part the
+training never sets (see :func:`log_odds_map`); both are fixed here, and ``tests/methods/test_cam.py`` has a
+known-answer test (the map must be higher inside a dark disc than outside it).
+
+Prediction: the normalised map at the working size, optionally refined by a dense CRF, cleaned up exactly as
+``cltn``'s mask (``postprocess: otsu``, the default of both: :func:`labelwise.methods.weak.finish_probability`,
+Otsu's threshold, hole filling, largest component), resized back to the image's own size, and returned as
+probabilities ``[1 - p, p]`` (``p >= 0.5`` is the mask; with ``postprocess: none`` exactly where the map is at
+least ``threshold``, see :func:`labelwise.postprocess.rescale_probability`). Image-level gating (the classifier's
+lesion probability, ``gate``) and checkpoint selection (``selection``) are shared with ``cltn``:
+:mod:`labelwise.methods.weak`.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from labelwise.engine import StepContext, TrainConfig, TrainTask
 from labelwise.errors import ConfigError
 from labelwise.methods.base import register_method
 from labelwise.methods.weak import (
+    DEFAULT_POSTPROCESS,
     GateMode,
     PostprocessMode,
     SelectionMode,
@@ -43,7 +52,16 @@ from labelwise.methods.weak import (
 )
 from labelwise.postprocess import CRFConfig
 
-__all__ = ["CAMConfig", "CAMMethod", "CAMPredictor", "CAMTask", "build_classifier", "lesion_map"]
+__all__ = [
+    "CAMConfig",
+    "CAMMethod",
+    "CAMPredictor",
+    "CAMTask",
+    "build_classifier",
+    "lesion_map",
+    "log_odds_map",
+    "unit_range",
+]
 
 
 @dataclass(frozen=True)
@@ -54,9 +72,10 @@ class CAMConfig:
         domain: Where the lesion and healthy images come from, working size.
         widths: Channels of the four ResNet stages.
         layers: Basic blocks per stage.
-        cam: ``cam`` (Zhou et al.) or ``gradcam`` (Selvaraju et al.), both from ``monai.visualize``.
+        cam: ``cam`` (Zhou et al.) or ``gradcam`` (Selvaraju et al.), of the log-odds (:func:`log_odds_map`).
         threshold: Threshold on the [0, 1] normalised map (mapped to probability 0.5).
-        postprocess: ``none`` or ``otsu`` (Otsu threshold, hole filling, largest component).
+        postprocess: ``otsu`` (default, as ``cltn``: Otsu threshold, hole filling, largest component) or ``none``
+            (the raw map at ``threshold``).
         crf: Refine with a dense CRF (``crf_config``).
         crf_config: Dense CRF settings (the original's defaults).
         augment: Random flips and 90-degree rotations during training.
@@ -72,7 +91,7 @@ class CAMConfig:
     layers: tuple[int, ...] = (1, 1, 1, 1)
     cam: Literal["cam", "gradcam"] = "cam"
     threshold: float = 0.5
-    postprocess: PostprocessMode = "none"
+    postprocess: PostprocessMode = DEFAULT_POSTPROCESS
     crf: bool = False
     crf_config: CRFConfig = field(default_factory=CRFConfig)
     augment: bool = True
@@ -108,36 +127,91 @@ def build_classifier(in_channels: int, widths: tuple[int, ...], layers: tuple[in
     )
 
 
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each map of ``(B, 1, *spatial)`` to [0, 1]: its minimum to 0, its maximum to 1.
+
+    A constant map becomes zeros. (MONAI's ``default_normalizer`` of ``monai.visualize`` maps the minimum to 1 and
+    the maximum to 0, which is what turned the ``cam`` mask into the inverse of the lesion before 2026-12-03.)
+
+    Example:
+        >>> unit_range(torch.tensor([[[1.0, 3.0, 2.0]]])).tolist(), unit_range(torch.ones(1, 1, 2)).tolist()
+        ([[[0.0, 1.0, 0.5]]], [[[0.0, 0.0]]])
+
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    lo = flat.min(1).values.reshape(-1, *[1] * (maps.dim() - 1))
+    span = flat.max(1).values.reshape(-1, *[1] * (maps.dim() - 1)) - lo
+    return torch.where(span > 0, (maps - lo) / span.clamp_min(1e-12), torch.zeros_like(maps))
+
+
+def log_odds_map(net: nn.Module, x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lesion-vs-healthy evidence map of ``layer4`` and the two-class logits of a batch.
+
+    The classifier is a two-way softmax, so only the difference of its two logits (the log-odds of "lesion")
+    is defined by training: adding the same vector to both rows of ``fc`` changes no probability, and the
+    cross-entropy gradients of the two rows are opposite, so their sum stays at its random initial value. The
+    map of the lesion row alone (MONAI's ``CAM(class_idx=1)``) therefore carries, besides half the evidence, that
+    untrained common part applied to the features. Both maps here are of the log-odds instead:
+
+    * ``cam``: ``(w_lesion - w_healthy) . f(x, y)`` (Zhou et al.; the classifier is global average pooling +
+      ``fc``, so the mean of this map plus the bias difference is the image's log-odds);
+    * ``gradcam``: ``relu(sum_k a_k f_k(x, y))`` with ``a_k`` the spatial mean of the log-odds' gradient with
+      respect to ``f_k`` (Selvaraju et al.).
+
+    Args:
+        net: The classifier (MONAI ``ResNet``: ``layer4`` then average pooling and ``fc``; outputs healthy, lesion).
+        x: ``(B, C, S, S)`` images.
+        kind: ``cam`` or ``gradcam``.
+
+    Returns:
+        ``(B, 1, h, w)`` raw maps at the resolution of ``layer4`` and the ``(B, 2)`` logits.
+
+    """
+    layer4, fc = net.get_submodule("layer4"), net.get_submodule("fc")
+    feats: list[torch.Tensor] = []
+    handle = layer4.register_forward_hook(lambda _m, _i, out: feats.append(out))
+    try:
+        logits = net(x)
+    finally:
+        handle.remove()
+    f = feats[0]
+    if kind == "gradcam":
+        grad = torch.autograd.grad((logits[:, 1] - logits[:, 0]).sum(), f)[0]
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        return torch.relu((weights * f).sum(1, keepdim=True)), logits
+    weight = fc.get_parameter("weight")  # (2, C): healthy, lesion
+    w = weight[1] - weight[0]
+    return torch.einsum("c,bchw->bhw", w, f)[:, None], logits
+
+
 def lesion_map(net: nn.Module, image: np.ndarray, kind: str, device: torch.device) -> tuple[np.ndarray, float]:
-    """The lesion-class activation map and the classifier's lesion probability of one working-size image.
+    """The lesion activation map and the classifier's lesion probability of one working-size image.
 
     Args:
         net: The classifier (2 outputs: healthy, lesion).
         image: ``(C, S, S)`` float32 in [-1, 1].
-        kind: ``cam`` or ``gradcam``.
+        kind: ``cam`` or ``gradcam`` (:func:`log_odds_map`).
         device: Device of ``net``.
 
     Returns:
-        ``(S, S)`` float32 map in [0, 1] (min-max normalised by MONAI; constant maps give zeros) and the softmax
-        probability of the lesion class.
+        ``(S, S)`` float32 map in [0, 1], high where the evidence for "lesion" is (bilinear upsampling of
+        :func:`log_odds_map`, then :func:`unit_range`; constant maps give zeros), and the softmax probability
+        of the lesion class.
 
     """
-    from monai.visualize.class_activation_maps import CAM, GradCAM
-
     x = torch.from_numpy(image)[None].to(device)
-    with torch.no_grad():
-        p_lesion = float(torch.softmax(net(x), dim=1)[0, 1])
     if kind == "gradcam":
         # inference_mode(False): validation runs under inference mode, Grad-CAM needs gradients
         with torch.inference_mode(False), torch.enable_grad():
-            xg = torch.from_numpy(image)[None].to(device)
-            out = GradCAM(nn_module=net, target_layers="layer4")(xg, class_idx=torch.tensor([1], device=device))
+            raw, logits = log_odds_map(net, x.clone().requires_grad_(True), kind)
     else:
         with torch.no_grad():
-            out = CAM(nn_module=net, target_layers="layer4", fc_layers="fc")(
-                x, class_idx=torch.tensor([1], device=device)
-            )
-    cam: np.ndarray = np.nan_to_num(out.detach().cpu().numpy()[0, 0].astype(np.float32)).clip(0, 1)
+            raw, logits = log_odds_map(net, x, kind)
+    with torch.no_grad():
+        p_lesion = float(torch.softmax(logits.detach(), dim=1)[0, 1])
+        up = nn.functional.interpolate(raw.detach(), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        out = unit_range(up)
+    cam: np.ndarray = np.nan_to_num(out.cpu().numpy()[0, 0].astype(np.float32)).clip(0, 1)
     return cam, p_lesion
 
 
@@ -198,7 +272,7 @@ class CAMPredictor(WeakPredictor[CAMConfig]):
 
 @register_method("cam")
 class CAMMethod(WeakMethod):
-    """Classifier on image-level labels; CAM / Grad-CAM masks, optional dense CRF."""
+    """Classifier on image-level labels; CAM / Grad-CAM masks of its log-odds, Otsu clean-up, optional dense CRF."""
 
     Config = CAMConfig
     Predictor = CAMPredictor

@@ -54,6 +54,7 @@ from labelwise.engine import StepContext, TrainConfig, TrainTask
 from labelwise.errors import ConfigError
 from labelwise.methods.base import register_method
 from labelwise.methods.weak import (
+    DEFAULT_POSTPROCESS,
     GateMode,
     PostprocessMode,
     SelectionMode,
@@ -103,7 +104,8 @@ class CLTNConfig:
         weights: Loss weights.
         beta1: Adam beta1 (beta2 is 0.999).
         threshold: Mask value that becomes probability 0.5.
-        postprocess: ``otsu`` (Otsu threshold, hole filling, largest component) or ``none``.
+        postprocess: ``otsu`` (default, shared with ``cam``: Otsu threshold, hole filling, largest component) or
+            ``none``.
         crf: Refine the mask with a dense CRF.
         crf_config: Dense CRF settings.
         augment: Random flips / 90-degree rotations of both domains.
@@ -123,7 +125,7 @@ class CLTNConfig:
     weights: CLTNLossWeights = field(default_factory=CLTNLossWeights)
     beta1: float = 0.5
     threshold: float = 0.5
-    postprocess: PostprocessMode = "otsu"
+    postprocess: PostprocessMode = DEFAULT_POSTPROCESS
     crf: bool = False
     crf_config: CRFConfig = field(default_factory=CRFConfig)
     augment: bool = True

@@ -50,6 +50,7 @@ from labelwise.methods.base import FitContext, Method, MethodPredictor, PredictO
 from labelwise.postprocess import CRFConfig, clean_mask, dense_crf, rescale_probability
 
 __all__ = [
+    "DEFAULT_POSTPROCESS",
     "DomainSource",
     "GateMode",
     "PostprocessMode",
@@ -73,6 +74,9 @@ __all__ = [
 GateMode = Literal["auto", "always", "never"]
 SelectionMode = Literal["last", "val"]
 PostprocessMode = Literal["none", "otsu"]
+#: The mask clean-up both weak methods apply by default (:func:`finish_probability`): Otsu's threshold of the
+#: map, hole filling, largest component. One default, so ``cam`` and ``cltn`` are compared like with like.
+DEFAULT_POSTPROCESS: PostprocessMode = "otsu"
 
 
 class WeakSettings(Protocol):
