@@ -337,7 +337,7 @@ def test_export_reviewed_labels_with_fallback(tmp_path: Path) -> None:
 
 
 def test_export_reviewed_through_the_viewer_store(tmp_path: Path) -> None:
-    from labelwise.viewer.store import ReviewStore
+    from labelwise.data.review import ReviewStore
 
     ds_path = _labelwise_dataset(tmp_path / "ds")
     case = Dataset(ds_path)["c1"]

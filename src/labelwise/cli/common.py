@@ -1,15 +1,18 @@
 """Helpers shared by CLI commands: logging set-up, deprecated spellings, and the options every command reads alike.
 
 One dialect: the dataset is ``--data DATASET``, an output ``--out``, a trained run ``--run RUN``, a prediction folder
-``--pred``, ``--split`` a split of the dataset (validated against it), ``--classes`` class names. Old spellings keep
-working for one release through :func:`moved`, which prints one ``warning:`` line.
+``--pred``, ``--split`` a split of the dataset (validated against it), ``--classes`` class names, ``--labels`` which
+labels of the dataset a command reads (:data:`LABELS_OPTION`, :func:`open_dataset`). Old spellings keep working for
+one release through :func:`moved`, which prints one ``warning:`` line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -19,15 +22,18 @@ from labelwise.errors import UsageError
 if TYPE_CHECKING:
     from typer._click import Context  # typer vendors click; the `click` package may be absent
 
-    from labelwise.data import Dataset
+    from labelwise.data import Dataset, LabelSource
 
 __all__ = [
+    "LABELS_OPTION",
     "REMOVED_IN",
     "Command",
+    "Labels",
     "class_indices",
     "deprecated",
     "moved",
     "moved_optional",
+    "open_dataset",
     "setup_logging",
     "split_ids",
 ]
@@ -38,6 +44,38 @@ REMOVED_IN = "0.2"
 """The release that drops the deprecated spellings."""
 
 ALL_SPLITS = "all"
+
+
+class Labels(str, Enum):
+    """``--labels``: which labels of the dataset a command reads (docs/lifecycle.md, "Corrections are labels")."""
+
+    raters = "raters"
+    reviewed = "reviewed"
+
+
+LABELS_HELP = (
+    "Labels to read: raters (the dataset's label files) or reviewed (a case's latest correction saved in the "
+    "viewer as the one rater 'reviewed', cases rejected and not corrected left out, the raters elsewhere)."
+)
+LABELS_OPTION: Any = typer.Option(Labels.raters, "--labels", help=LABELS_HELP)
+"""The ``--labels`` option, the same on every command that reads labels: ``labels: Labels = LABELS_OPTION``."""
+
+
+def open_dataset(data: Path, labels: Labels = Labels.raters) -> Dataset:
+    """Open ``--data`` with the labels ``--labels`` asks for (:class:`labelwise.data.Dataset`).
+
+    Args:
+        data: The dataset folder (or its ``dataset.json``).
+        labels: ``raters`` or ``reviewed``.
+
+    Raises:
+        DataError: an unreadable manifest or review file, or a correction listed but missing.
+
+    """
+    from labelwise.data import Dataset
+
+    source: dict[Labels, LabelSource] = {Labels.raters: "raters", Labels.reviewed: "reviewed"}
+    return Dataset(data, labels=source[Labels(labels)])
 
 
 class Command(TyperCommand):

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from labelwise.cli.common import Command, moved, moved_optional
+from labelwise.cli.common import LABELS_OPTION, Command, Labels, moved, moved_optional
 from labelwise.progress import track
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from labelwise.data import Dataset
+    from labelwise.data.export import Corrections
 
 __all__ = [
     "ImportFormat",
@@ -181,7 +184,10 @@ def export_nnunet(
         None, "--out", help="nnU-Net raw folder (nnUNet_raw) that receives DatasetNNN_Name/ (required)."
     ),
     labels: str = typer.Option(
-        ..., "--labels", help="Labels for labelsTr: fused (a `labelwise fuse` output), rater:NAME, or reviewed."
+        ...,
+        "--labels",
+        help="Labels for labelsTr: fused (a `labelwise fuse` output), rater:NAME, or reviewed (as --labels reviewed "
+        "everywhere: each case's latest correction, rejected cases left out, --fallback for the others).",
     ),
     dataset_id: int = typer.Option(..., "--id", min=1, max=999, help="nnU-Net dataset id (1..999)."),
     name: str | None = typer.Option(None, "--name", help="Dataset name (default: the manifest's name)."),
@@ -202,8 +208,8 @@ def export_nnunet(
     old_dest: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --out."),
 ) -> None:
     """Write DATASET as the nnU-Net v2 raw dataset OUT/DatasetNNN_Name (atomically: temp folder, then rename)."""
+    from labelwise.cli.common import open_dataset
     from labelwise.data import Dataset
-    from labelwise.data.export import Corrections
     from labelwise.data.export import export_nnunet as run_export
     from labelwise.errors import DataError
     from labelwise.labels.dataset_fusion import FUSED_RATER
@@ -214,20 +220,7 @@ def export_nnunet(
     choice = f"rater:{FUSED_RATER}" if labels == "fused" else labels
     if labels == "fused" and FUSED_RATER not in Dataset(dataset).rater_ids:
         raise DataError(f"no '{FUSED_RATER}' rater: --labels fused needs a `labelwise fuse` output", dataset)
-    corrections = None
-    if choice == "reviewed":
-        from labelwise.viewer.store import ReviewStore
-
-        ds = Dataset(dataset)
-        store = ReviewStore(ds.root)
-
-        def latest(case_id: str) -> np.ndarray:
-            found = store.latest(case_id, ds.spatial_dims)
-            if found is None:
-                raise DataError(f"case {case_id} has no saved correction", store.dir)
-            return found
-
-        corrections = Corrections(case_ids=frozenset(v.case for v in store.versions()), load=latest)
+    corrections = _reviewed_corrections(open_dataset(dataset, Labels.reviewed)) if choice == "reviewed" else None
     report = run_export(
         dataset,
         dest,
@@ -249,6 +242,26 @@ def export_nnunet(
     )
 
 
+def _reviewed_corrections(view: Dataset) -> Corrections:
+    """The reviewed view as the nnU-Net export takes it: corrected cases, the cases set aside, provenance."""
+    from labelwise.data import ReviewStore
+    from labelwise.data.export import Corrections
+
+    store = ReviewStore(view.root)
+
+    def latest(case_id: str) -> np.ndarray:
+        correction = view.reviews[case_id].correction
+        assert correction is not None  # only corrected cases are asked for
+        return store.read(correction)
+
+    return Corrections(
+        case_ids=frozenset(cid for cid, r in view.reviews.items() if r.status == "corrected"),
+        load=latest,
+        excluded=frozenset(cid for cid, r in view.reviews.items() if r.status == "rejected"),
+        provenance=view.provenance()["cases"],
+    )
+
+
 @app.command("check", cls=Command)
 def check(
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
@@ -261,6 +274,8 @@ def check(
     old, new = "labelwise data check DATASET", "labelwise data check --data DATASET"
     dataset = moved(data, old_dataset, option="--data", old=old, new=new)
     report = check_dataset(dataset, track=track)
+    if report.review is not None:
+        typer.echo(report.review.summary())
     if report.ok:
         typer.echo(f"ok: {report.num_cases} cases in {report.root}, no problems")
         return
@@ -274,10 +289,18 @@ def stats(
     data: Path | None = typer.Option(None, "--data", help=_DATA_HELP),
     out: Path | None = typer.Option(None, "--out", help="Also write the statistics as JSON to this file."),
     max_classes: int = typer.Option(20, "--max-classes", help="Classes listed (most frequent first)."),
+    labels: Labels = LABELS_OPTION,
     old_dataset: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
     old_json: Path | None = typer.Option(None, "--json", hidden=True, help="Deprecated: use --out."),
 ) -> None:
-    """Print counts, shapes, spacing, class frequencies and inter-rater agreement of DATASET."""
+    """Print counts, shapes, spacing, class frequencies, inter-rater agreement and review coverage of DATASET.
+
+    Review coverage (a dataset with a review/ folder): cases reviewed, accepted, rejected, corrected, flagged and
+    untouched, and the corrections newer than the label files; in the JSON as "review".
+    """
+    from labelwise.cli.common import open_dataset
+    from labelwise.data import review_coverage
+    from labelwise.data.review import REVIEW_DIR
     from labelwise.evaluation import dataset_stats, format_stats
     from labelwise.io import write_json_atomic
 
@@ -285,10 +308,18 @@ def stats(
     dataset = moved(data, old_dataset, option="--data", old=old, new=new)
     old, new = "labelwise data stats --json FILE", "labelwise data stats --out FILE"
     json_out = moved_optional(out, old_json, option="--out", old=old, new=new)
-    result = dataset_stats(dataset, track=track)
+    ds = open_dataset(dataset, labels)
+    result = dataset_stats(ds, track=track)
     typer.echo(format_stats(result, max_classes=max_classes))
+    payload = result.to_json()
+    if labels is Labels.reviewed:
+        payload["labels"] = ds.provenance()
+    if (ds.root / REVIEW_DIR).is_dir():
+        coverage = review_coverage(ds.root)
+        typer.echo(coverage.summary())
+        payload["review"] = coverage.to_json()
     if json_out is not None:
-        write_json_atomic(json_out, result.to_json())
+        write_json_atomic(json_out, payload)
 
 
 @app.command("split", cls=Command)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from labelwise.cli.common import LABELS_OPTION, Labels
+
 if TYPE_CHECKING:
     from labelwise.evaluation import SliceSelection
     from labelwise.metrics.conventions import EmptyMode
@@ -108,13 +110,16 @@ def evaluate(
     slice_axis: int = typer.Option(
         2, "--slice-axis", min=0, max=2, help="Spatial axis of --slices (2 = last, the labelled-slice axis)."
     ),
+    labels: Labels = LABELS_OPTION,
 ) -> None:
     """Score predictions against each rater and the majority vote; write per-case and summary tables.
 
+    With --labels reviewed the reference of a corrected case is its correction (rater 'reviewed'), a case rejected
+    and not corrected since is outside every split, and summary.json records the provenance.
+
     Exit code 1 when any case failed (missing or broken prediction); the other cases are still scored.
     """
-    from labelwise.cli.common import class_indices, split_ids
-    from labelwise.data import Dataset
+    from labelwise.cli.common import class_indices, open_dataset, split_ids
     from labelwise.errors import DataError
     from labelwise.evaluation import DEFAULT_METRICS, EvaluationConfig, evaluate_folder, write_outputs
     from labelwise.io import StagedDir, check_output_not_input
@@ -122,7 +127,7 @@ def evaluate(
 
     held_out_run = Path(slices.strip()[len(HELD_OUT) :]) if slices and slices.strip().startswith(HELD_OUT) else None
     check_output_not_input(out, [pred, data, held_out_run])
-    ds = Dataset(data)
+    ds = open_dataset(data, labels)
     n_cases = len(split_ids(ds, split))
     names = tuple(m.strip() for m in metrics.split(",") if m.strip()) or DEFAULT_METRICS
     class_list = None
@@ -146,7 +151,7 @@ def evaluate(
                     bar.print(f"failed {case_id}: {error}")
 
             result = evaluate_folder(
-                pred, data, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
+                pred, ds, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
             )
         paths = write_outputs(result, stage.path)
     s = result.summary

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from labelwise.cli.common import LABELS_OPTION, Labels
+
 if TYPE_CHECKING:
     from labelwise.labels.fusion import TiePolicy
 
@@ -41,26 +43,28 @@ def fuse(
     method: FusionRule = typer.Option(FusionRule.majority, "--method", help="Fusion rule."),
     tie: Tie = typer.Option(Tie.lowest, "--tie", help="Tie policy: lowest (background wins 1-1 ties) or highest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out."),
+    labels: Labels = LABELS_OPTION,
     old_data: Path | None = typer.Argument(None, hidden=True, help="Deprecated: use --data."),
 ) -> None:
     """Fuse raters (majority vote, soft mean or STAPLE) and write fused labels plus reliability.csv.
 
     OUT becomes a dataset whose single rater is 'fused' (source geometry), with probabilities/ (mean, staple),
     undecided/ masks, and reliability.csv (per rater: STAPLE sensitivity, specificity, Dice vs the fused map).
+    With --labels reviewed a corrected case's fused label is its correction, a rejected case is copied without
+    labels, and fusion.json records each reviewed case's provenance.
 
     A case that fails is reported and left out; the others are written, and the exit code is 1.
     """
-    from labelwise.cli.common import moved
-    from labelwise.data import Dataset
+    from labelwise.cli.common import moved, open_dataset
     from labelwise.errors import DataError
     from labelwise.labels.dataset_fusion import fuse_dataset
     from labelwise.progress import ProgressBar
 
     dataset = moved(data, old_data, option="--data", old="labelwise fuse DATASET", new="labelwise fuse --data DATASET")
-    n = len(Dataset(dataset))
-    with ProgressBar(f"fusing ({method.value})", n) as bar:
+    source = open_dataset(dataset, labels)
+    with ProgressBar(f"fusing ({method.value})", len(source)) as bar:
         report = fuse_dataset(
-            dataset, out, method.value, tie=_TIES[tie], overwrite=overwrite, on_case=lambda _cid: bar.advance()
+            source, out, method.value, tie=_TIES[tie], overwrite=overwrite, on_case=lambda _cid: bar.advance()
         )
     typer.echo(
         f"fused {len(report.fused)} cases, copied {len(report.unlabelled)} unlabelled -> {report.dest}"

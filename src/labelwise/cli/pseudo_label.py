@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from labelwise.cli.common import LABELS_OPTION, Labels
+
 __all__ = ["pseudo_label"]
 
 
@@ -36,16 +38,20 @@ def pseudo_label(
         True, "--skip-labelled/--keep-labelled", help="Leave slices/cases that already have labels alone."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at OUT."),
+    labels: Labels = LABELS_OPTION,
     old_pred_dirs: list[Path] | None = typer.Argument(None, hidden=True, help="Deprecated: use --pred."),
     old_samples: bool = typer.Option(False, "--samples", hidden=True, help="Deprecated: use --with-samples."),
 ) -> None:
-    """Select pseudo-labels by agreement certainty (or external scores) and write them as a new dataset."""
+    """Select pseudo-labels by agreement certainty (or external scores) and write them as a new dataset.
+
+    With --labels reviewed a corrected case counts as labelled and a case rejected (not corrected since) as
+    unlabelled, so --skip-labelled leaves the corrections alone and can pseudo-label the rejected cases.
+    """
     import math
 
     import numpy as np
 
-    from labelwise.cli.common import deprecated, moved
-    from labelwise.data import Dataset
+    from labelwise.cli.common import deprecated, moved, open_dataset
     from labelwise.data.manifest import MANIFEST_NAME
     from labelwise.errors import DataError, UsageError
     from labelwise.io import PredictionIndex, StagedDir, check_output_not_input, read_prediction
@@ -67,7 +73,7 @@ def pseudo_label(
         raise UsageError(f"--threshold must be a finite number, got {threshold}")
     if chunk is not None and chunk < 1:
         raise UsageError(f"--chunk must be >= 1, got {chunk}")
-    ds = Dataset(data)
+    ds = open_dataset(data, labels)
     with StagedDir(out, overwrite=overwrite, marker=MANIFEST_NAME, kind="dataset") as stage:
         indexes = [PredictionIndex.load(p) for p in pred_dirs]
         names = indexes[0].class_names

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from labelwise.cli.common import LABELS_OPTION, Labels
+
 if TYPE_CHECKING:
     from labelwise.quality.qa import CandidateMode
 
@@ -37,13 +39,17 @@ def qa(
     baselines: bool = typer.Option(False, "--baselines", help="Add the segmentation model's uncertainty baselines."),
     seed: int = typer.Option(0, "--seed", help="Seed of --perturb."),
     device: str | None = typer.Option(None, "--device", help="Torch device (default: CUDA if available)."),
+    labels: Labels = LABELS_OPTION,
     old_model: Path | None = typer.Option(None, "--model", hidden=True, help="Deprecated: use --run."),
 ) -> None:
-    """Write quality.csv (case, structure, source, predicted Dice, rank) and review_queue.csv (worst first)."""
+    """Write quality.csv (case, structure, source, predicted Dice, rank) and review_queue.csv (worst first).
+
+    With --labels reviewed, --raters scores a corrected case's correction (source 'reviewed') and leaves out the
+    cases rejected and not corrected since.
+    """
     import torch
 
-    from labelwise.cli.common import moved, split_ids
-    from labelwise.data import Dataset
+    from labelwise.cli.common import moved, open_dataset, split_ids
     from labelwise.errors import UsageError
     from labelwise.io import StagedDir, check_output_not_input
     from labelwise.progress import track
@@ -54,7 +60,7 @@ def qa(
     chosen = [n for n, on in (("--masks", masks is not None), ("--raters", raters), ("--perturb", perturb > 0)) if on]
     if len(chosen) != 1:
         raise UsageError(f"give exactly one of --masks PRED_DIR, --raters or --perturb N (got {chosen or 'none'})")
-    ds = Dataset(data)
+    ds = open_dataset(data, labels)
     split_ids(ds, split)
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -1,13 +1,21 @@
-"""``labelwise train METHOD --data DATASET --out RUN_DIR``: train a registered method (resumes a killed run).
+"""``labelwise train METHOD --data DATASET --out RUN_DIR [--init RUN]``: train a registered method (resumable).
+
+``--init RUN`` warm-starts from an earlier run of the same method (its selected weights, stage by stage) on a short
+schedule: each schedule of the config trains a quarter of its epochs (at least one) unless ``--set ...epochs=N``
+says otherwise. The lineage is recorded in RUN_DIR's ``meta.json`` (``init_from``); rerunning the same command
+resumes RUN_DIR from its own checkpoints.
 
 Multi-process: ``torchrun --nproc-per-node N -m labelwise.cli train ...`` (gloo on CPU, NCCL on GPUs).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
+
+from labelwise.cli.common import LABELS_OPTION, Labels
 
 __all__ = ["train"]
 
@@ -19,26 +27,37 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="YAML config (partial, or a run's config.yaml)."),
     set_: list[str] | None = typer.Option(None, "--set", help="Override: key=value (dotted keys, YAML values)."),
     preset: str | None = typer.Option(None, "--preset", help="Named preset of the method, e.g. full."),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Warm start: initialise from this earlier run of METHOD and train a short schedule (a quarter of the "
+        "epochs unless --set ...epochs=N).",
+    ),
     time_budget: str = typer.Option(
         "auto",
         "--time-budget",
         help="Wall-clock budget, e.g. 15m or 1h30m; 'none' trains the full schedule; 'auto' (default): a budget from "
         "the training-set size on a CPU unless a schedule (--preset, --config, epochs/steps) was asked for.",
     ),
+    labels: Labels = LABELS_OPTION,
 ) -> None:
     """Train METHOD on the train split of DATASET, selecting on the val split; writes RUN_DIR."""
     import torch
 
-    from labelwise.data import Dataset
+    from labelwise.cli.common import open_dataset
     from labelwise.engine.budget import resolve_time_budget
     from labelwise.engine.distributed import cleanup_distributed, init_distributed
-    from labelwise.methods import get_method, load_method_config
+    from labelwise.methods import get_method, load_method_config, warm_start_schedule
 
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, torch.get_num_threads()))
     m = get_method(method)
-    ds = Dataset(data)
+    ds = open_dataset(data, labels)
     cfg = load_method_config(m, config, set_ or (), preset)
+    if init is not None:
+        cfg, shortened = warm_start_schedule(cfg, set_ or ())
+        for key, (before, after) in shortened.items():
+            logging.getLogger("labelwise.plan").info("warm start from %s: %s %d -> %d", init, key, before, after)
     schedule_keys = ("epochs=", "steps_per_epoch=", "time_budget_s=")
     asked = (
         preset is not None or config is not None or any(s.split(".")[-1].startswith(schedule_keys) for s in set_ or ())
@@ -51,9 +70,9 @@ def train(
         cuda=torch.cuda.is_available(),
     )
     try:
-        m.fit(ds, cfg, out)
+        m.fit(ds, cfg, out, init=init)
         main_rank = init_distributed().is_main
     finally:
         cleanup_distributed()
     if main_rank:  # under torchrun every process runs this command; one line is enough
-        typer.echo(f"trained {method} -> {out}")
+        typer.echo(f"trained {method} -> {out}" + (f" (warm start from {init})" if init is not None else ""))

@@ -11,7 +11,11 @@ concern:
 * images: missing, unreadable (corrupt, truncated, wrong extension), wrong number of axes or channels, NaN/inf
   values, zero voxels, constant images (every voxel equal: almost always an export error);
 * label maps: missing, unreadable, non-integer values, values outside ``0..len(class_names)-1``, shape or spacing
-  different from the image's, ``labelled_slices`` outside the volume.
+  different from the image's, ``labelled_slices`` outside the volume;
+* the review store (``review/``, :mod:`labelwise.data.review`): unreadable ``reviews.json`` or
+  ``corrections.json``, decisions or corrections for cases not in the manifest, a listed version whose file is
+  missing or unreadable, whose shape differs from the image's or whose values are not classes, and corrections
+  in a dataset that already has a rater named ``reviewed``. The report also carries the review coverage.
 
 Cases are read one at a time, so checking a 3D dataset needs memory for one case only.
 """
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from labelwise.data.manifest import MANIFEST_NAME, MANIFEST_VERSION, SPLITS
+from labelwise.data.review import REVIEW_DIR, REVIEWED_RATER, ReviewCoverage, ReviewStore, review_coverage
 from labelwise.errors import DataError
 from labelwise.io import id_problem, read_image, read_label
 
@@ -56,13 +61,15 @@ class CheckReport:
     Attributes:
         root: The dataset folder.
         num_cases: Number of case entries in the manifest (0 if it could not be read).
-        problems: Every problem found, in manifest order.
+        problems: Every problem found, in manifest order (the review store's last).
+        review: Review coverage, when the dataset has a ``review/`` folder and its files could be read.
 
     """
 
     root: Path
     num_cases: int
     problems: tuple[Problem, ...]
+    review: ReviewCoverage | None = None
 
     @property
     def ok(self) -> bool:
@@ -184,7 +191,8 @@ def _check_structure(col: _Collector, data: dict[str, Any], entries: list[_Entry
                 col.add(col.manifest, e.id, f"image label {k}={v!r} is not an integer")
 
 
-def _check_case(col: _Collector, data: dict[str, Any], e: _Entry) -> None:
+def _check_case(col: _Collector, data: dict[str, Any], e: _Entry) -> tuple[int, ...] | None:
+    """Check one case's files; return its image's spatial shape (None: unreadable)."""
     nd = int(data["spatial_dims"])
     num_classes = len(data["class_names"])
     img_path = col.resolve(e.image, e.id)
@@ -241,6 +249,56 @@ def _check_case(col: _Collector, data: dict[str, Any], e: _Entry) -> None:
                 col.add(
                     lab_path, e.id, f"rater {rater}: spacing {lab.spacing_mm} mm differs from image {img.spacing_mm} mm"
                 )
+    return None if img is None else tuple(img.array.shape[1:])
+
+
+def _check_review(
+    col: _Collector, data: dict[str, Any], shapes: dict[str, tuple[int, ...] | None]
+) -> ReviewCoverage | None:
+    """Check the review store of the dataset; return its coverage (None: no store, or it cannot be read)."""
+    if not (col.root / REVIEW_DIR).is_dir():
+        return None
+    store = ReviewStore(col.root)
+    try:
+        decisions = store.reviews()
+        versions = store.versions()
+    except DataError as exc:
+        col.add(exc.path or store.dir, None, exc.problem)
+        return None
+    for case_id in decisions:
+        if case_id not in shapes:
+            col.add(store.reviews_path, case_id, "review decisions for a case that is not in the manifest")
+    nd, k = int(data["spatial_dims"]), len(data["class_names"])
+    for v in versions:
+        path = store.path(v)
+        if v.case not in shapes:
+            col.add(store.corrections_path, v.case, f"correction v{v.version} for a case that is not in the manifest")
+            continue
+        if not path.is_file():
+            col.add(path, v.case, f"correction v{v.version} is listed in corrections.json but its file is missing")
+            continue
+        try:
+            array = read_label(path, nd).array
+        except DataError as exc:
+            col.add(path, v.case, f"correction v{v.version}: {exc.problem}")
+            continue
+        if array.size and (int(array.min()) < 0 or int(array.max()) >= k):
+            bad = [int(x) for x in np.unique(array) if x < 0 or x >= k][:8]
+            col.add(path, v.case, f"correction v{v.version}: values {bad} outside the {k} classes 0..{k - 1}")
+        shape = shapes[v.case]
+        if shape is not None and array.shape != shape:
+            col.add(path, v.case, f"correction v{v.version}: shape {array.shape} differs from image shape {shape}")
+    if versions and REVIEWED_RATER in data.get("rater_ids", []):
+        col.add(
+            col.manifest,
+            None,
+            f"a rater is named {REVIEWED_RATER!r}: --labels reviewed cannot add the "
+            "corrections under that name; rename the rater",
+        )
+    try:
+        return review_coverage(col.root)
+    except DataError:  # a manifest the strict reader refuses: its problems are already listed
+        return None
 
 
 def check_dataset(
@@ -265,7 +323,9 @@ def check_dataset(
         return CheckReport(folder, 0, tuple(col.problems))
     data, entries = loaded
     _check_structure(col, data, entries)
+    shapes: dict[str, tuple[int, ...] | None] = {}
     for e in (track or _no_track)(entries, "checking cases", len(entries)):
-        _check_case(col, data, e)
+        shapes[e.id] = _check_case(col, data, e)
+    coverage = _check_review(col, data, shapes)
     logger.info("checked %d cases in %s: %d problems", len(entries), folder, len(col.problems))
-    return CheckReport(folder, len(entries), tuple(col.problems))
+    return CheckReport(folder, len(entries), tuple(col.problems), coverage)

@@ -7,12 +7,22 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from labelwise.data.case import Case
 from labelwise.data.manifest import MANIFEST_NAME, SPLITS, CaseRecord, Manifest, read_manifest
-from labelwise.errors import DataError
+from labelwise.data.review import (
+    LABEL_SOURCES,
+    REVIEWED_RATER,
+    CaseReview,
+    LabelSource,
+    ReviewStore,
+    case_reviews,
+    reviewed_manifest,
+)
+from labelwise.errors import ConfigError, DataError
 from labelwise.io import read_image, read_label, safe_join, write_image, write_json_atomic, write_label
 from labelwise.io.paths import check_id
 
@@ -26,18 +36,34 @@ class Dataset:
 
     Args:
         root: The dataset folder (or its ``dataset.json``).
+        labels: Which labels the cases carry. ``raters`` (default): the raters' files of the manifest.
+            ``reviewed``: the reviewed view of :mod:`labelwise.data.review`: a corrected case carries its latest
+            correction as the one rater ``reviewed``, a case rejected and not corrected since carries no labels
+            and no split, every other case its raters; :attr:`reviews` holds each case's provenance. The files are
+            never modified either way.
 
     Example:
         >>> ds = Dataset("my_dataset")          # doctest: +SKIP
         >>> case = ds["case01"]                 # doctest: +SKIP
         >>> [c.id for c in ds.cases("train")]   # doctest: +SKIP
+        >>> Dataset("my_dataset", labels="reviewed").reviews["case01"].status  # doctest: +SKIP
+        'corrected'
 
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, labels: LabelSource = "raters") -> None:
         path = Path(root)
         self.root = path.parent if path.name == MANIFEST_NAME else path
-        self.manifest: Manifest = read_manifest(self.root)
+        if labels not in LABEL_SOURCES:
+            raise ConfigError(f"labels must be one of {LABEL_SOURCES}, got {labels!r}")
+        self.labels: LabelSource = labels
+        manifest = read_manifest(self.root)
+        self.reviews: dict[str, CaseReview] = {}
+        """Case id -> review status and provenance (filled for ``labels="reviewed"`` only)."""
+        if labels == "reviewed":
+            self.reviews = case_reviews(ReviewStore(self.root), [r.id for r in manifest.cases])
+            manifest = reviewed_manifest(manifest, self.reviews, self.root)
+        self.manifest: Manifest = manifest
         self._records = {r.id: r for r in self.manifest.cases}
 
     # ------------------------------------------------------------------ manifest views
@@ -65,6 +91,19 @@ class Dataset:
     def ids(self) -> list[str]:
         """Case ids in manifest order."""
         return list(self._records)
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the labels come from, for an output's metadata (``fusion.json``, an export's ``dataset.json``).
+
+        Returns:
+            ``{"labels": "raters"}``, or for the reviewed view ``{"labels": "reviewed", "cases": {case:
+            CaseReview.to_json()}}`` over the cases that were reviewed (untouched ones left out).
+
+        """
+        out: dict[str, Any] = {"labels": self.labels}
+        if self.labels == "reviewed":
+            out["cases"] = {cid: r.to_json() for cid, r in self.reviews.items() if r.status != "untouched"}
+        return out
 
     def record(self, case_id: str) -> CaseRecord:
         """Return the manifest entry of ``case_id``."""
@@ -114,6 +153,10 @@ class Dataset:
                     f"label spacing {lab.spacing_mm} mm differs from image spacing {img.spacing_mm} mm",
                     lab_path,
                 )
+            if rater_id == REVIEWED_RATER and self.labels == "reviewed":
+                k = len(self.class_names)
+                if lab.array.size and (int(lab.array.min()) < 0 or int(lab.array.max()) >= k):
+                    raise DataError(f"correction holds values outside the classes 0..{k - 1}", lab_path)
             maps.append(lab.array)
         raters = np.stack(maps) if maps else np.zeros((0, *img.array.shape[1:]), dtype=np.int16)
         return Case(
@@ -145,9 +188,10 @@ class Dataset:
             yield self.load(case_id)
 
     def __repr__(self) -> str:
+        labels = "" if self.labels == "raters" else f", labels={self.labels!r}"
         return (
             f"Dataset({self.name!r}, cases={len(self)}, spatial_dims={self.spatial_dims}, "
-            f"raters={len(self.rater_ids)}, classes={len(self.class_names)})"
+            f"raters={len(self.rater_ids)}, classes={len(self.class_names)}{labels})"
         )
 
 

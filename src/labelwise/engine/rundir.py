@@ -14,6 +14,10 @@ Layout::
 Multi-stage methods keep one such folder per stage under the run dir (``stage1/``, ``stage2/``) next to the
 top-level config/plan/meta.
 
+A warm-started run (``labelwise train METHOD --init RUN1``) records where its first weights came from in
+``meta.json`` ``init_from`` (:meth:`RunDir.lineage` of RUN1: its path, method, config hash, data fingerprint and the
+SHA-256 of each of its ``weights.safetensors``), so a model's ancestry can be traced run by run.
+
 ``meta.json`` ``status`` is ``"running"`` from the moment the folder is created until the method has written its
 final weights (``"finished"``); :meth:`RunDir.warn_if_unfinished` tells whoever loads weights from a run that was
 killed or is still training. A folder that holds no trained state yet (no ``*.safetensors``, e.g. a run that
@@ -36,7 +40,17 @@ from labelwise.data import Dataset
 from labelwise.errors import ConfigError, DataError
 from labelwise.io.atomic import write_json_atomic, write_text_atomic
 
-__all__ = ["CONFIG_NAME", "FINISHED", "META_NAME", "WEIGHTS_NAME", "RunDir", "data_fingerprint"]
+__all__ = [
+    "CONFIG_NAME",
+    "FINISHED",
+    "INIT_KEY",
+    "META_NAME",
+    "WEIGHTS_NAME",
+    "RunDir",
+    "config_hash",
+    "data_fingerprint",
+    "file_sha256",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +59,8 @@ META_NAME = "meta.json"
 WEIGHTS_NAME = "weights.safetensors"
 FINISHED = "finished"
 """``meta.json`` status of a run whose final weights are written."""
+INIT_KEY = "init_from"
+"""``meta.json`` key of a warm-started run's lineage (see :meth:`RunDir.lineage`)."""
 # Config keys that may change between a run and its resume without changing the result.
 _RESUME_SAFE = {"progress", "num_workers"}
 
@@ -59,6 +75,35 @@ def data_fingerprint(dataset: Dataset) -> str:
             p = dataset.root / rel
             h.update(f"{rel}:{p.stat().st_size if p.exists() else -1}".encode())
     return h.hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (64 hex digits), read in 1 MiB blocks.
+
+    Raises:
+        DataError: the file cannot be read (naming it).
+
+    """
+    h = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", path) from None
+    return h.hexdigest()
+
+
+def config_hash(method: str, config: dict[str, Any]) -> str:
+    """SHA-256 (first 16 hex digits) of a run's method and config, as canonical JSON (key order does not matter).
+
+    Example:
+        >>> config_hash("m", {"a": 1, "b": 2}) == config_hash("m", {"b": 2, "a": 1})
+        True
+
+    """
+    text = json.dumps({"method": method, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _strip(d: Any) -> Any:
@@ -132,6 +177,50 @@ class RunDir:
             f"from epoch {epoch}" if epoch is not None else "the last ones saved before it stopped",
         )
         return False
+
+    def stage_weights_path(self, stage: str | None = None) -> Path:
+        """The selected weights of one stage: ``RUN/weights.safetensors`` (None) or ``RUN/<stage>/weights...``."""
+        return self.weights_path if stage is None else self.path / stage / WEIGHTS_NAME
+
+    def lineage(self) -> dict[str, Any]:
+        """What a run warm-started from this one records as ``init_from`` in its ``meta.json``.
+
+        Returns:
+            ``{"path": absolute path, "method", "config_hash" (:func:`config_hash`), "data_fingerprint",
+            "status", "weights": {path relative to the run: SHA-256}}`` over every ``weights.safetensors`` of
+            the run and of its stages.
+
+        Raises:
+            DataError: not a run directory (no ``config.yaml``), or no ``weights.safetensors`` at all.
+
+        """
+        method, config = self.read_config()
+        weights = {p.relative_to(self.path).as_posix(): file_sha256(p) for p in sorted(self.path.rglob(WEIGHTS_NAME))}
+        if not weights:
+            raise DataError("no weights.safetensors: the run has not finished an epoch", self.path)
+        meta = self.read_meta()
+        return {
+            "path": str(self.path.resolve()),
+            "method": method,
+            "config_hash": config_hash(method, config),
+            "data_fingerprint": meta.get("data_fingerprint"),
+            "status": meta.get("status"),
+            "weights": weights,
+        }
+
+    def discard_untrained(self) -> None:
+        """Remove what :meth:`prepare` wrote into a run that holds no trained state (and the folder if then empty).
+
+        Used when a new run is refused after :meth:`prepare` (e.g. a warm start whose plan does not fit), so the
+        refusal leaves nothing behind. A folder with trained state is never touched.
+        """
+        if self.has_trained_state():
+            return
+        self._remove_untrained()
+        for name in ("schedule.json",):
+            (self.path / name).unlink(missing_ok=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def has_trained_state(self) -> bool:
         """True when the folder holds weights or a checkpoint (``*.safetensors``, any stage)."""

@@ -47,7 +47,7 @@ class EvaluationResult:
 
 def evaluate_case(
     pred_dir: str | Path,
-    data_root: str | Path,
+    data_root: str | Path | Dataset,
     case_id: str,
     config: EvaluationConfig,
     pred_rater_ids: Sequence[str] = (),
@@ -57,7 +57,7 @@ def evaluate_case(
 
     Args:
         pred_dir: Prediction folder (see :mod:`labelwise.io.predictions`).
-        data_root: Dataset folder.
+        data_root: Dataset folder, or an open dataset (its labels view is kept).
         case_id: Case to score.
         config: Evaluation settings.
         pred_rater_ids: Rater ids of the prediction's per-rater maps (from ``predictions.json``).
@@ -70,7 +70,8 @@ def evaluate_case(
     """
     try:
         names = None if pred_class_names is None else tuple(pred_class_names)
-        return _evaluate_case(Path(pred_dir), Path(data_root), case_id, config, tuple(pred_rater_ids), names)
+        data = data_root if isinstance(data_root, Dataset) else Path(data_root)
+        return _evaluate_case(Path(pred_dir), data, case_id, config, tuple(pred_rater_ids), names)
     except Exception as exc:  # one bad case must not stop the run; the reason is reported
         msg = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
         logger.info("case %s failed: %s", case_id, msg)
@@ -90,14 +91,14 @@ def _class_lut(dataset_names: Sequence[str], pred_names: Sequence[str], where: P
 
 def _evaluate_case(
     pred_dir: Path,
-    data_root: Path,
+    data_root: Path | Dataset,
     case_id: str,
     cfg: EvaluationConfig,
     pred_rater_ids: tuple[str, ...],
     pred_class_names: tuple[str, ...] | None = None,
 ) -> CaseResult:
     """Read one case and its prediction, match classes, select slices, then :func:`score_case`."""
-    ds = Dataset(data_root)
+    ds = data_root if isinstance(data_root, Dataset) else Dataset(data_root)
     case = ds.load(case_id)
     if case.num_raters == 0:
         raise DataError(f"case {case_id} has no rater labels to evaluate against", ds.root)
@@ -202,7 +203,7 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
 
 def evaluate_folder(
     pred_dir: str | Path,
-    data: str | Path,
+    data: str | Path | Dataset,
     *,
     split: str | None = "test",
     config: EvaluationConfig | None = None,
@@ -215,7 +216,8 @@ def evaluate_folder(
         pred_dir: Prediction folder with ``predictions.json``. A folder without it (label maps
             ``<case>.nii.gz`` written by another tool, e.g. ``labelwise propagate``) is read as hard predictions
             in the dataset's classes for the cases whose file exists.
-        data: Dataset folder.
+        data: Dataset folder, or an open dataset (e.g. ``Dataset(root, labels="reviewed")``: the reviewed labels
+            are the reference).
         split: Split to evaluate (None: every case).
         config: Settings; defaults to :class:`EvaluationConfig`.
         workers: Worker processes (1 = in this process).
@@ -230,7 +232,7 @@ def evaluate_folder(
 
     """
     cfg = config or EvaluationConfig()
-    ds = Dataset(data)
+    ds = data if isinstance(data, Dataset) else Dataset(data)
     pdir = Path(pred_dir)
     if pdir.is_dir() and not (pdir / PREDICTIONS_NAME).exists():
         found = [cid for cid in ds.ids if (pdir / f"{cid}.nii.gz").is_file()]
@@ -258,7 +260,7 @@ def evaluate_folder(
                 on_case_done(cid, results[cid].error)
         else:
             todo.append(cid)
-    args = (str(pred_dir), str(ds.root))
+    args = (str(pred_dir), ds)  # the open dataset (picklable) keeps its labels view in the workers
     names = index.class_names
     if workers <= 1:
         for cid in todo:
@@ -287,6 +289,7 @@ def evaluate_folder(
         "format": "labelwise-evaluation",
         "version": 1,
         "dataset": ds.name,
+        "labels": ds.provenance(),
         "method": index.method,
         "split": split,
         "n_cases": len(ids),

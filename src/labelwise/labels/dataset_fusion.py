@@ -12,7 +12,8 @@ Output layout (``DEST``)::
                                     #   follows the tie policy ("lowest" or "highest")
       reliability.csv               # per rater: cases, STAPLE sensitivity/specificity, Dice vs the fused map
       reliability_cases.csv         # the same per case and rater
-      fusion.json                   # method, tie policy, source, case counts, failures
+      fusion.json                   # method, tie policy, source, labels read (provenance of reviewed cases),
+                                    #   case counts, failures
 
 DEST may not be, contain or lie inside the source. It is built in a hidden sibling folder and swapped in when
 complete (:class:`labelwise.io.StagedDir`), so ``overwrite`` keeps the previous DEST until the new one exists and
@@ -107,7 +108,7 @@ def _nanmean(values: list[float]) -> float:
 
 
 def fuse_dataset(
-    source: str | Path,
+    source: str | Path | Dataset,
     dest: str | Path,
     method: str = "majority",
     *,
@@ -119,7 +120,7 @@ def fuse_dataset(
     """Fuse each case's raters with a registered rule and write the result as a new dataset.
 
     Args:
-        source: Source dataset folder.
+        source: Source dataset folder, or an open dataset (e.g. ``Dataset(root, labels="reviewed")``).
         dest: Output folder (layout in the module docstring).
         method: Fusion rule name (``labelwise.labels.fusion_rules.available()``).
         tie: ``"lowest"`` or ``"highest"`` (label maps cannot hold an "undecided" value; undecided voxels are
@@ -143,7 +144,7 @@ def fuse_dataset(
     fusion_rules.get(method)
     if tie == "undecided":
         raise DataError("fused label maps cannot hold an undecided value; use tie 'lowest' or 'highest'")
-    ds = Dataset(source)
+    ds = source if isinstance(source, Dataset) else Dataset(source)
     check_output_not_input(dest, [ds.root], "--out")
     with StagedDir(dest, overwrite=overwrite, marker="dataset.json", kind="dataset") as stage:
         report = _fuse_into(ds, stage.path, method, tie, on_case, case_ids)
@@ -254,6 +255,7 @@ def _fuse_into(
             "method": method,
             "tie": tie,
             "source": str(ds.root.resolve()),
+            "labels": ds.provenance(),
             "fused": len(report.fused),
             "unlabelled": len(report.unlabelled),
             "failures": report.failures,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from labelwise.methods.base import (
     METHODS,
+    WARM_START_FRACTION,
     FitContext,
     Method,
     MethodPredictor,
     PredictOptions,
     Stage,
     TrainedRun,
+    WarmStart,
     available,
     get_method,
     load_method_config,
@@ -17,16 +19,19 @@ from labelwise.methods.base import (
     open_run,
     register_method,
     train,
+    warm_start_schedule,
 )
 
 __all__ = [
     "METHODS",
+    "WARM_START_FRACTION",
     "FitContext",
     "Method",
     "MethodPredictor",
     "PredictOptions",
     "Stage",
     "TrainedRun",
+    "WarmStart",
     "available",
     "get_method",
     "load_method_config",
@@ -34,4 +39,5 @@ __all__ = [
     "open_run",
     "register_method",
     "train",
+    "warm_start_schedule",
 ]

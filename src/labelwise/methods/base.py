@@ -21,12 +21,21 @@ The template does the run plumbing once, the same way for every method: the run 
 :class:`~labelwise.engine.Trainer`, and ``meta.json`` written by rank 0 when training ends (with what the
 hooks put in :attr:`FitContext.meta`). ``docs/architecture.md`` has a complete 40-line example method.
 
+Warm start (``labelwise train METHOD --init RUN1``, ``fit(..., init=RUN1)``): every stage that has not started yet
+begins from RUN1's selected weights of the same stage (``RUN1/weights.safetensors``, ``RUN1/<stage>/...``), for
+the stage's trainable modules; modules a stage keeps frozen come from this run's earlier stages as usual. RUN1 must be
+a run of the same method whose plan has the same classes, channels and spatial dims (one :class:`ConfigError`
+saying what differs). ``meta.json`` records the lineage (``init_from``), and a resumed run continues from its own
+checkpoints, never from RUN1 again. :func:`warm_start_schedule` is the short default schedule.
+
 Use :func:`train` / :func:`load_run` from code; the CLI (``labelwise train|predict|methods``) calls the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +49,9 @@ from labelwise.engine.config import TrainConfig, config_from_dict, config_to_dic
 from labelwise.engine.data import SampleSource
 from labelwise.engine.distributed import DistInfo, barrier, default_device, init_distributed
 from labelwise.engine.planner import PLAN_NAME, Plan
-from labelwise.engine.rundir import RunDir
+from labelwise.engine.rundir import INIT_KEY, RunDir, file_sha256
 from labelwise.engine.seed import seed_everything
-from labelwise.engine.trainer import FitResult, Trainer, TrainTask
+from labelwise.engine.trainer import CHECKPOINT_NAME, FitResult, Trainer, TrainTask
 from labelwise.errors import ConfigError, DataError
 from labelwise.io import Prediction
 from labelwise.io.atomic import write_json_atomic
@@ -50,12 +59,14 @@ from labelwise.registry import Registry
 
 __all__ = [
     "METHODS",
+    "WARM_START_FRACTION",
     "FitContext",
     "Method",
     "MethodPredictor",
     "PredictOptions",
     "Stage",
     "TrainedRun",
+    "WarmStart",
     "available",
     "get_method",
     "load_method_config",
@@ -63,7 +74,10 @@ __all__ = [
     "open_run",
     "register_method",
     "train",
+    "warm_start_schedule",
 ]
+
+logger = logging.getLogger(__name__)
 
 ConfigT = TypeVar("ConfigT")
 OptionsT = TypeVar("OptionsT", bound="PredictOptions")
@@ -92,6 +106,157 @@ class Stage:
     train_cases: int | None = None
 
 
+# --------------------------------------------------------------------------------------------------- warm start
+WARM_START_FRACTION = 0.25
+"""A warm-started run trains ``ceil(WARM_START_FRACTION * epochs)`` epochs (at least 1) of each schedule."""
+
+# Plan fields that fix the shape of the networks: a warm start needs them equal.
+_PLAN_SHAPE_FIELDS = ("spatial_dims", "channels", "class_names", "slicewise", "dataset_channels")
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a warm-started run takes the first weights of each stage from (``labelwise train --init RUN1``).
+
+    Attributes:
+        source: The earlier run (RUN1).
+        lineage: What ``meta.json`` records as ``init_from`` (:meth:`~labelwise.engine.RunDir.lineage` of RUN1
+            when this run started): the weights checksums are checked again when a stage loads them.
+
+    """
+
+    source: RunDir
+    lineage: Mapping[str, Any]
+
+    @classmethod
+    def open(cls, run: str | Path, method: str, into: str | Path) -> WarmStart:
+        """Check that ``run`` can warm-start a ``method`` run written to ``into``, and describe it.
+
+        Raises:
+            DataError: ``run`` is not a run directory or has no weights.
+            ConfigError: ``run`` is of another method, or is the folder being written.
+
+        """
+        src = RunDir(run)
+        if src.path.resolve() == Path(into).resolve():
+            raise ConfigError(f"--init {src.path}: a run cannot start from its own weights; use a new --out folder")
+        name, _ = src.read_config()
+        if name != method:
+            raise ConfigError(f"--init {src.path} is a {name!r} run; a warm start needs a run of {method!r}")
+        src.warn_if_unfinished()
+        return cls(src, src.lineage())
+
+    @classmethod
+    def recorded(cls, lineage: Mapping[str, Any], run_dir: Path) -> WarmStart:
+        """The warm start recorded in a run's ``meta.json`` (what a resume continues with)."""
+        try:
+            return cls(RunDir(str(lineage["path"])), dict(lineage))
+        except (KeyError, TypeError):
+            raise DataError(f"malformed {INIT_KEY!r} entry", run_dir / "meta.json") from None
+
+    def same_source(self, other: WarmStart) -> bool:
+        """True when both name the same run with the same weights."""
+        return bool(self.lineage.get("path") == other.lineage.get("path")) and dict(
+            self.lineage.get("weights", {})
+        ) == dict(other.lineage.get("weights", {}))
+
+    def check_plan(self, plan: Plan) -> None:
+        """Refuse a plan whose networks would not take the source run's weights.
+
+        Raises:
+            ConfigError: classes, channels, spatial dims or slice-wise mode differ (the message lists each).
+
+        """
+        old = Plan.load(self.source.path / PLAN_NAME)
+        diffs = [
+            f"{name}: {getattr(old, name)!r} in {self.source.path} vs {getattr(plan, name)!r} here"
+            for name in _PLAN_SHAPE_FIELDS
+            if getattr(old, name) != getattr(plan, name)
+        ]
+        if diffs:
+            raise ConfigError(f"--init {self.source.path}: the plan does not fit its weights ({'; '.join(diffs)})")
+        if old.normalization != plan.normalization:
+            logger.info("--init %s: intensity normalisation re-planned on this dataset", self.source.path)
+
+    def load(self, stage: str | None, modules: Mapping[str, torch.nn.Module]) -> list[str]:
+        """Load the source run's weights of ``stage`` into the trainable ``modules``; returns their names.
+
+        Frozen modules (no parameter needs a gradient) are left alone: they come from this run's earlier stages.
+
+        Raises:
+            ConfigError: the source run has no weights for this stage, they changed since this run started, or
+                they do not fit the modules built from this run's config.
+
+        """
+        path = self.source.stage_weights_path(stage)
+        where = "the run" if stage is None else f"stage {stage!r}"
+        rel = path.relative_to(self.source.path).as_posix()
+        if not path.is_file():
+            raise ConfigError(f"--init {self.source.path}: no weights for {where} ({rel} is missing)")
+        expected = dict(self.lineage.get("weights", {})).get(rel)
+        if expected is not None and file_sha256(path) != expected:
+            raise ConfigError(
+                f"--init {self.source.path}: {rel} changed since this run started from it (checksum differs); "
+                "use a new --out folder"
+            )
+        trainable = {n: m for n, m in modules.items() if any(p.requires_grad for p in m.parameters())}
+        try:
+            load_weights(path, trainable)
+        except ConfigError as exc:
+            raise ConfigError(f"--init: {exc} (was the earlier run trained with another model config?)") from None
+        logger.info("%s: initialised %s from %s", where, ", ".join(sorted(trainable)) or "nothing", path)
+        return sorted(trainable)
+
+
+def warm_start_schedule(config: ConfigT, overrides: Sequence[str] = ()) -> tuple[ConfigT, dict[str, tuple[int, int]]]:
+    """The short default schedule of a warm start: every engine schedule in ``config`` shortened.
+
+    Each :class:`~labelwise.engine.TrainConfig` of the config (``train``, and e.g. D-Persona's ``stage2`` or
+    propagation's ``reference.train``) trains ``max(1, ceil(WARM_START_FRACTION * epochs))`` epochs of the same
+    length, unless ``overrides`` sets its ``epochs`` explicitly (``--set train.epochs=N``).
+
+    Args:
+        config: The method config (after preset, file and overrides).
+        overrides: The ``--set key=value`` strings the user gave.
+
+    Returns:
+        ``(config, changes)``: the shortened config and ``{"train.epochs": (before, after)}`` per change.
+
+    Example:
+        >>> @dataclass(frozen=True)
+        ... class Cfg:
+        ...     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10))
+        >>> warm_start_schedule(Cfg())[1]
+        {'train.epochs': (10, 3)}
+        >>> warm_start_schedule(Cfg(), ["train.epochs=10"])[1]
+        {}
+
+    """
+    explicit = {item.split("=", 1)[0].strip() for item in overrides}
+    changes: dict[str, tuple[int, int]] = {}
+
+    def shorten(node: Any, prefix: str) -> Any:
+        if isinstance(node, TrainConfig):
+            key = f"{prefix}epochs"
+            if key in explicit:
+                return node
+            short = max(1, math.ceil(WARM_START_FRACTION * node.epochs))
+            if short != node.epochs:
+                changes[key] = (node.epochs, short)
+            return dataclasses.replace(node, epochs=short)
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            updates = {}
+            for f in dataclasses.fields(node):
+                value = getattr(node, f.name)
+                new = shorten(value, f"{prefix}{f.name}.")
+                if new is not value:
+                    updates[f.name] = new
+            return dataclasses.replace(node, **updates) if updates else node
+        return node
+
+    return shorten(config, ""), changes
+
+
 @dataclass
 class FitContext(Generic[ConfigT]):
     """What the hooks of :meth:`Method.fit` see.
@@ -106,6 +271,8 @@ class FitContext(Generic[ConfigT]):
         meta: Extra ``meta.json`` fields; hooks add to it, the template writes it once training ends.
         results: The result of each stage trained so far, by stage name (``"main"`` for the run dir itself).
         val_counts: The number of validation cases of each stage, by stage name.
+        init: The warm start (``--init RUN1``), or None for a run from scratch. :meth:`run_stage` loads RUN1's
+            weights of a stage that has no checkpoint yet.
 
     """
 
@@ -118,6 +285,7 @@ class FitContext(Generic[ConfigT]):
     meta: dict[str, Any] = field(default_factory=dict)
     results: dict[str, FitResult] = field(default_factory=dict)
     val_counts: dict[str, int] = field(default_factory=dict)
+    init: WarmStart | None = None
 
     @property
     def path(self) -> Path:
@@ -127,9 +295,13 @@ class FitContext(Generic[ConfigT]):
     def run_stage(self, stage: Stage, name: str | None = None) -> FitResult:
         """Train ``stage`` with the engine in the run directory (``name`` None) or in ``RUN/<name>``.
 
-        Each stage checkpoints and resumes on its own; a finished stage returns at once on a rerun.
+        Each stage checkpoints and resumes on its own; a finished stage returns at once on a rerun. In a
+        warm-started run (:attr:`init`) a stage without a checkpoint first loads the earlier run's weights of the
+        same stage into its trainable modules; a stage with a checkpoint resumes from it and ignores the earlier run.
         """
         work = self.path if name is None else self.path / name
+        if self.init is not None and not (work / CHECKPOINT_NAME).exists():
+            self.init.load(name, stage.task.modules)
         result = Trainer(stage.task, stage.train, work, stage.source, stage.val_cases, device=stage.device).fit()
         key = "main" if name is None else name
         self.results[key] = result
@@ -308,23 +480,47 @@ class Method:
 
     # ---- the template
     @classmethod
-    def fit(cls, dataset: Dataset, config: Any, run_dir: str | Path) -> None:
+    def fit(cls, dataset: Dataset, config: Any, run_dir: str | Path, init: str | Path | None = None) -> None:
         """Train on ``dataset`` (train split; select on val) and write ``run_dir``; a rerun resumes.
 
         Rank 0 writes ``plan.json`` once (never rewritten on resume) and ``meta.json`` at the end; every rank
         trains. Do not override: fill :meth:`check`, :meth:`plan` and :meth:`build` (or :meth:`train`).
+
+        Args:
+            dataset: The training dataset.
+            config: The method's config (for a warm start usually shortened by :func:`warm_start_schedule`).
+            run_dir: The run directory to create or resume.
+            init: An earlier run of this method to start from (warm start, see the module docstring); a resume
+                of a warm-started run continues with the lineage recorded in its ``meta.json`` either way.
+
+        Raises:
+            ConfigError: ``init`` is not a run of this method, its plan does not fit (nothing is written then),
+                or ``run_dir`` holds a run started otherwise (from scratch, or from another run).
+
         """
         cls.check(dataset, config)
+        warm = WarmStart.open(init, cls.name, run_dir) if init is not None else None
         rd = RunDir(run_dir)
         resumed = rd.prepare(cls.name, config_to_dict(config), dataset)
         dist = init_distributed()
+        warm = cls._lineage(rd, warm, created=not resumed)
         plan_path = rd.path / PLAN_NAME
         if dist.is_main and not plan_path.exists():
             cls.plan(dataset, config).save(plan_path)
         barrier()
         plan = Plan.load(plan_path)
+        if warm is not None:
+            try:
+                warm.check_plan(plan)
+            except ConfigError:
+                if dist.is_main and not resumed:
+                    rd.discard_untrained()
+                raise
+            if dist.is_main and INIT_KEY not in rd.read_meta():
+                rd.write_meta(**{INIT_KEY: dict(warm.lineage)})
+            barrier()
         seed_everything(cls.train_config(config).seed)
-        ctx: FitContext[Any] = FitContext(dataset, config, rd, plan, resumed, dist)
+        ctx: FitContext[Any] = FitContext(dataset, config, rd, plan, resumed, dist, init=warm)
         result = cls.train(ctx)
         if dist.is_main:
             stages = {
@@ -349,6 +545,37 @@ class Method:
                 fields["stages"] = stages
             fields.update(ctx.meta)
             rd.write_meta(**fields)
+
+    @staticmethod
+    def _lineage(rd: RunDir, given: WarmStart | None, created: bool) -> WarmStart | None:
+        """The warm start of this run: the one given, checked against what ``meta.json`` recorded on a resume.
+
+        Raises:
+            ConfigError: a resume names another source run than the one recorded, or a run with trained state
+                that started from scratch is given ``--init``.
+
+        """
+        recorded_map = None if created else rd.read_meta().get(INIT_KEY)
+        recorded = None if recorded_map is None else WarmStart.recorded(recorded_map, rd.path)
+        if given is None:
+            return recorded
+        if recorded is None:
+            if not created and rd.has_trained_state():
+                raise ConfigError(
+                    f"{rd.path} holds a run trained from scratch; --init applies to a new run: use a new --out folder"
+                )
+            return given
+        if recorded.lineage.get("path") != given.lineage.get("path"):
+            raise ConfigError(
+                f"{rd.path} was started from {recorded.lineage.get('path')}; resume it with that --init "
+                "(or none), or use a new --out folder"
+            )
+        if not recorded.same_source(given):
+            raise ConfigError(
+                f"{rd.path} was started from {given.source.path}, whose weights have changed since (checksums "
+                "differ); use a new --out folder"
+            )
+        return recorded
 
     @classmethod
     def load_predictor(cls, run_dir: str | Path, device: torch.device | str | None = None) -> MethodPredictor[Any, Any]:
@@ -455,12 +682,19 @@ def train(
     config_path: str | Path | None = None,
     overrides: Sequence[str] = (),
     preset: str | None = None,
+    init: str | Path | None = None,
 ) -> Any:
-    """Load the config and run ``fit``; returns the config used."""
+    """Load the config and run ``fit``; returns the config used.
+
+    With ``init`` (an earlier run of the method) the run is warm-started from its weights on the short schedule
+    of :func:`warm_start_schedule` (``overrides`` that set ``...epochs`` keep theirs).
+    """
     method = get_method(method_name)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     cfg: Any = load_method_config(method, config_path, overrides, preset)
-    method.fit(ds, cfg, run_dir)
+    if init is not None:
+        cfg, _ = warm_start_schedule(cfg, overrides)
+    method.fit(ds, cfg, run_dir, init=init)
     return cfg
 
 

@@ -1,7 +1,8 @@
-"""Label-quality review: score masks with a trained Quality Sentinel, rank them, evaluate against a reference."""
+"""Label-quality review: score masks with a trained Quality Sentinel, rank them, choose the next cases to review."""
 
 from __future__ import annotations
 
 from labelwise.quality.qa import QAResult, QARow, run_qa, write_qa
+from labelwise.quality.select import Selection, select_cases
 
-__all__ = ["QAResult", "QARow", "run_qa", "write_qa"]
+__all__ = ["QAResult", "QARow", "Selection", "run_qa", "select_cases", "write_qa"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
+from labelwise.data.review import ReviewStore  # re-exported for now: the store lives in labelwise.data.review
 from labelwise.viewer.app import MAX_BODY_BYTES, ViewerState, create_app
-from labelwise.viewer.store import ReviewStore
 
 __all__ = ["MAX_BODY_BYTES", "ReviewStore", "ViewerState", "create_app"]

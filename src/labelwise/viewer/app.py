@@ -1,8 +1,8 @@
 """The local web viewer: a Starlette app over one dataset (+ predictions, + a QA table).
 
 Only ids from the manifest and layer names from a fixed vocabulary reach the file system, so no request can read
-outside the dataset and prediction folders. Writes go through :class:`~labelwise.viewer.store.ReviewStore`
-(atomic, locked); everything that touches the disk or computes runs in a worker thread, so a long propagation
+outside the dataset and prediction folders. Writes go through :class:`~labelwise.data.review.ReviewStore`
+(atomic, locked, validated); everything that touches the disk or computes runs in a worker thread, so a long propagation
 never stalls the other requests.
 
 Every request passes one guard (see ``SECURITY.md`` and ``docs/viewer.md``):
@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labelwise.data import Case, Dataset
+from labelwise.data.review import ReviewStore
 from labelwise.errors import LabelwiseError, require_extra
-from labelwise.viewer.store import ReviewStore
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -536,7 +536,7 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
             "labelled_slices": list(case.labelled_slices) if case.labelled_slices is not None else None,
             "layers": state.layers(case_id),
             "image_labels": case.image_labels,
-            "versions": [v.__dict__ for v in state.store.versions(case_id)],
+            "versions": [v.to_json() for v in state.store.versions(case_id)],
             "reviews": state.store.reviews().get(case_id, []),
         }
 
@@ -579,13 +579,11 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
             raise RequestRefused(422, f"'data' is not base64 ({exc})") from None
         if len(raw) != h * w:
             raise RequestRefused(422, f"data has {len(raw)} bytes, expected {h}x{w}")
-        mask = np.frombuffer(raw, dtype=np.uint8).reshape(h, w).astype(np.int16)
-        if mask.max(initial=0) >= len(case.class_names):
-            raise RequestRefused(422, f"label {int(mask.max())} is not a class (0..{len(case.class_names) - 1})")
+        mask = np.frombuffer(raw, dtype=np.uint8).reshape(h, w)  # the store checks shape and classes
         entry = state.store.save_slices(
             case_id, _base(case_id, base_name), base_name, {z: mask}, case.spacing_mm, case.affine, user=user
         )
-        return entry.__dict__
+        return entry.to_json()
 
     @api
     async def correction(request: Request) -> Any:
@@ -620,7 +618,7 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
         entry = state.store.save_slices(
             case_id, latest, "correction", slices, case.spacing_mm, case.affine, user=user, action="propagate"
         )
-        return entry.__dict__
+        return entry.to_json()
 
     @api
     async def propagate(request: Request) -> Any:

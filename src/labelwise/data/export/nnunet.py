@@ -14,7 +14,9 @@ Which labels go to ``labelsTr`` (``--labels``):
 
 * ``rater:NAME``: rater NAME's maps. ``fused`` (the CLI) is ``rater:fused``, the rater a ``labelwise fuse``
   output dataset holds.
-* ``reviewed``: the latest correction saved by the viewer (``DATASET/review/``), given as :class:`Corrections`.
+* ``reviewed``: the latest correction saved by the viewer (``DATASET/review/``), given as :class:`Corrections`;
+  cases rejected in review and not corrected since are left out (``skipped``), and the reviewed cases'
+  provenance goes to the ``labelwise`` block as ``review``.
 
 A training case without the chosen labels uses the fallback (``--fallback``): ``auto`` (default) takes the
 dataset's only rater when it has exactly one (e.g. ``fused`` for a fuse output reviewed in the viewer) and is an
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,11 +81,15 @@ class Corrections:
     Attributes:
         case_ids: Cases that have at least one saved correction.
         load: ``load(case_id)`` returns the latest corrected ``(*spatial)`` label map of a case.
+        excluded: Cases set aside in review (rejected, not corrected since): left out of the export.
+        provenance: Case id -> review provenance (``CaseReview.to_json()``), written as the block's ``review``.
 
     """
 
     case_ids: frozenset[str]
     load: Callable[[str], np.ndarray]
+    excluded: frozenset[str] = frozenset()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,6 +224,9 @@ def export_nnunet(
             source = f"rater:{chosen_rater}" if chosen_rater in rec.labels else None
         else:
             assert corrections is not None
+            if rec.id in corrections.excluded:
+                report.skipped.append(rec.id)
+                continue
             source = "reviewed" if rec.id in corrections.case_ids else None
         if source is None and fallback_rater is not None and fallback_rater in rec.labels:
             source = f"rater:{fallback_rater}"
@@ -289,6 +298,8 @@ def export_nnunet(
             block["labelled_slices"] = slices
         if report.fallback:
             block["fallback"] = report.fallback
+        if corrections is not None and corrections.provenance:
+            block["review"] = dict(corrections.provenance)
         write_json_atomic(
             tmp / "dataset.json",
             {
