@@ -33,6 +33,17 @@ from labelwise.metrics import ged, pair_counts, sample_diversity
 from labelwise.metrics.overlap import overlap_from_counts
 
 
+def head_rater_dice(maps: np.ndarray, raters: np.ndarray) -> np.ndarray:
+    """R x R matrix ``D[i, j]`` = Dice(binary map i, binary rater mask j) of one case."""
+    return np.asarray(overlap_from_counts(pair_counts(maps, raters), "dice"), dtype=float)
+
+
+def personal_gap(matrix: np.ndarray) -> float:
+    """Mean of the diagonal minus mean of the off-diagonal of a per-rater Dice matrix (personalisation of a case)."""
+    eye = np.eye(matrix.shape[0], dtype=bool)
+    return float(np.mean(matrix[eye]) - np.mean(matrix[~eye]))
+
+
 def _matrix_lines(mats: list[np.ndarray], label: str) -> list[str]:
     """Markdown for per-case R x R matrices ``D[i, j]`` = Dice(map i, rater j): mean matrix and the two readings.
 
@@ -46,7 +57,7 @@ def _matrix_lines(mats: list[np.ndarray], label: str) -> list[str]:
     off = m[~eye]
     wins = sum(m[i, i] > np.mean(np.delete(m[i], i)) for i in range(r))
     col_wins = sum(m[j, j] > np.mean(np.delete(m[:, j], j)) for j in range(r))
-    gaps = np.array([np.mean(np.diag(c)) - np.mean(c[~eye]) for c in mats])
+    gaps = np.array([personal_gap(c) for c in mats])
     col_gap = np.mean([m[j, j] - np.mean(np.delete(m[:, j], j)) for j in range(r)])
     lines = [
         f"- {label}: diagonal mean {np.mean(np.diag(m)):.4f}, off-diagonal mean {off.mean():.4f} "
@@ -82,7 +93,7 @@ def mrnet_conditions(folds: list[tuple[Path, Path]], split: str) -> str:
         for cid in ds.split_ids(split):
             case = ds.load(cid)
             maps = np.stack([pred.predict(case, rater_weights=np.eye(r)[i]).label > 0 for i in range(r)])
-            mats.append(overlap_from_counts(pair_counts(maps, case.raters > 0), "dice"))
+            mats.append(head_rater_dice(maps, case.raters > 0))
     names = ", ".join(run.name for _, run in folds)
     lines = [f"### MRNet one-hot conditions ({names}, {len(mats)} {split} cases)", ""]
     return "\n".join(lines + _matrix_lines(mats, "condition-vs-rater Dice")) + "\n"
@@ -109,7 +120,7 @@ def analyse(folds: list[tuple[Path, Path]], split: str) -> str:
                 assert pred.label is not None
                 single_ged.append(ged(pred.label[None] > 0, raters))
             if pred.raters is not None and pred.raters.shape[0] == raters.shape[0]:
-                mats.append(overlap_from_counts(pair_counts(pred.raters > 0, raters), "dice"))
+                mats.append(head_rater_dice(pred.raters > 0, raters))
                 mean_area = raters.reshape(raters.shape[0], -1).sum(1).mean()
                 map_areas.append((pred.raters > 0).reshape(raters.shape[0], -1).sum(1) / mean_area)
                 rater_areas.append(raters.reshape(raters.shape[0], -1).sum(1) / mean_area)
