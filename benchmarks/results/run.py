@@ -163,12 +163,13 @@ def render_headlines(records: Path, docs: list[Path]) -> None:
 
 def run_table(name: str, ctx: Context, out: Path, docs: Path, argv: list[str]) -> dict[str, Any]:
     table = get(name)
+    # the code that runs is the code at the start: read the commit before the (hours-long) run
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain")
     wall0, cpu0 = time.perf_counter(), time.process_time()
     body = table.run(ctx)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     cfg_hash = config_hash(body["config"])
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain")
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     path = out / f"{name}.json"
     previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
