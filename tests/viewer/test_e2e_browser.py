@@ -11,6 +11,7 @@ download). `.ci/run` installs both; elsewhere the test skips with the reason, an
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import os
@@ -94,8 +95,6 @@ def _csp_watch(page) -> list[str]:  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def server(tmp_path: Path):  # type: ignore[no-untyped-def]
     _requirements()
-    import uvicorn
-
     yy, xx = np.mgrid[:96, :96]
     disc = ((yy - 48) ** 2 + (xx - 44) ** 2 < 20**2).astype(np.int16)
     image = (100 + 80 * disc + np.random.default_rng(0).normal(0, 8, disc.shape)).astype("f4")[None]
@@ -110,8 +109,16 @@ def server(tmp_path: Path):  # type: ignore[no-untyped-def]
         encoding="utf-8",
     )
     ReviewStore(tmp_path / "ds").add_review("case02", "flag", comment=XSS2, user=XSS)
+    with _serve(ViewerState(tmp_path / "ds", qa_csv=qa)) as url:
+        yield url, tmp_path / "ds"
+
+
+@contextlib.contextmanager
+def _serve(state: ViewerState) -> Iterator[str]:
+    """Run the viewer for ``state`` on a free loopback port in a thread; yield its URL."""
+    import uvicorn
+
     port = _free_port()
-    state = ViewerState(tmp_path / "ds", qa_csv=qa)
     config = uvicorn.Config(
         create_app(state, host="127.0.0.1", port=port), host="127.0.0.1", port=port, log_level="error"
     )
@@ -123,9 +130,11 @@ def server(tmp_path: Path):  # type: ignore[no-untyped-def]
         if time.time() > deadline:
             pytest.fail("viewer server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", tmp_path / "ds"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
 
 
 def test_review_and_correct_in_browser(server) -> None:  # type: ignore[no-untyped-def]
@@ -191,7 +200,9 @@ def test_untrusted_text_renders_as_text(server) -> None:  # type: ignore[no-unty
         page.goto(url)
         page.wait_for_selector("#case-list li[data-case=case02]")
         page.click("#tab-queue")
-        _wait_until(page, "document.querySelectorAll('#case-list li').length === 2")
+        page.select_option("#queue-strategy", "qa-table")  # every row of quality.csv, as read
+        first_row = "document.querySelector('#case-list li')?.dataset.case"
+        _wait_until(page, f"document.querySelectorAll('#case-list li').length === 2 && {first_row} !== 'case01'")
         first = page.locator("#case-list li").first
         assert first.get_attribute("data-case") == XSS
         assert XSS in first.inner_text() and XSS2 in first.inner_text()
@@ -284,3 +295,192 @@ def test_other_origin_and_other_host_are_refused(server, attacker, caplog) -> No
     assert any(m.startswith("refused OPTIONS /api/cases/case01/review") for m in refusals), refusals
     assert any("evil.example" in m for m in refusals), refusals
     assert "case01" not in ReviewStore(dataset).reviews(), "a request from another origin wrote a review"
+
+
+# ----------------------------------------------------------------------------------------------- working all day
+def _text(page, element: str) -> str:  # type: ignore[no-untyped-def]
+    return str(page.evaluate(f"document.getElementById('{element}').textContent"))
+
+
+def _stroke(page, dx: int = 0) -> None:  # type: ignore[no-untyped-def]
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 40 + dx, box["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 80 + dx, box["y"] + 60, steps=4)
+    page.mouse.up()
+
+
+def _picture_becomes(page, canvas, ok, timeout_s: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a screenshot of ``canvas`` satisfies ``ok`` within ``timeout_s`` (drawing is asynchronous)."""
+    deadline = time.monotonic() + timeout_s
+    while not ok(canvas.screenshot()):
+        if time.monotonic() > deadline:
+            return False
+        page.wait_for_timeout(50)
+    return True
+
+
+def test_keyboard_shortcuts(server) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    url, dataset = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        problems = _csp_watch(page)
+        page.goto(url)
+        page.wait_for_selector("#case-list li[data-case=case02]")
+        # the queue: `labelwise next` by the strategy chosen, each case with its reason
+        page.click("#tab-queue")
+        page.select_option("#queue-strategy", "disagreement")
+        _wait_until(page, "document.getElementById('queue-info').textContent.startsWith('disagreement: 1 of 1')")
+        assert page.locator("#case-list li").count() == 1  # case02 is flagged already: left out
+        assert "pairwise Dice" in page.inner_text("#case-list li[data-case=case01] .reason")
+        page.select_option("#queue-strategy", "random")
+        _wait_until(page, "document.getElementById('queue-info').textContent.startsWith('random')")
+        assert "random draw" in page.inner_text("#case-list li[data-case=case01] .reason")
+        page.click("#tab-cases")
+
+        title = "document.getElementById('case-title').textContent"
+        page.keyboard.press("n")
+        _wait_until(page, f"{title} === 'case01'")
+        page.keyboard.press("j")
+        _wait_until(page, f"{title} === 'case02'")
+        page.keyboard.press("p")
+        _wait_until(page, f"{title} === 'case01'")
+
+        page.keyboard.press("?")
+        assert page.is_visible("#help") and "brush size" in page.inner_text("#help")
+        page.keyboard.press("a")  # the overlay is modal: nothing happens
+        page.keyboard.press("Escape")
+        assert not page.is_visible("#help")
+
+        page.click("#comment")
+        page.keyboard.type("fair")  # "f" and "a" are shortcuts, but not while typing
+        assert page.input_value("#comment") == "fair"
+        assert "case01" not in ReviewStore(dataset).reviews()
+        page.click("#case-title")  # focus leaves the text field
+        page.keyboard.press("a")
+        _wait_until(page, "document.getElementById('review-state').textContent.includes('accept')")
+        assert ReviewStore(dataset).reviews()["case01"][-1]["comment"] == "fair"
+
+        page.select_option("#edit-base", "empty")
+        page.click("#case-title")
+        page.keyboard.press("b")
+        page.keyboard.press("]")
+        page.keyboard.press("]")
+        page.keyboard.press("[")
+        _wait_until(page, "document.getElementById('brush-size-label').textContent === '4'")  # keys act in order
+        assert page.input_value("#brush-size") == "4"
+        assert "active" in (page.get_attribute("#tool-brush", "class") or "")
+
+        canvas = page.locator("#canvas")
+        clean = canvas.screenshot()
+        _stroke(page)
+        _wait_until(page, "document.getElementById('edits').textContent.includes('slice 1')")
+        assert _picture_becomes(page, canvas, lambda shot: shot != clean), "the stroke is not drawn"
+        page.keyboard.press("Control+z")  # undo the stroke: nothing unsaved, the picture as before
+        _wait_until(page, "document.getElementById('edits').textContent === ''")
+        assert _picture_becomes(page, canvas, lambda shot: shot == clean), "undo did not restore the picture"
+        page.keyboard.press("Control+Shift+Z")  # redo
+        _wait_until(page, "document.getElementById('edits').textContent.includes('slice 1')")
+        page.keyboard.press("s")
+        _wait_until(page, "document.getElementById('status').textContent.includes('saved version 1')")
+        store = ReviewStore(dataset)
+        saved = store.latest("case01", 2)
+        assert saved is not None and saved[8, 8] == 1 and store.versions("case01")[0].base == "empty"
+
+        page.keyboard.press("Control+z")  # no stroke left: undo the saved version as a new one
+        _wait_until(page, "document.getElementById('status').textContent.includes('saved as v2')")
+        restored = store.latest("case01", 2)
+        assert restored is not None and int(restored.sum()) == 0
+        assert store.versions("case01")[-1].base == "revert of v0001"
+        page.keyboard.press("y")  # redo: the stroke is back, as v3
+        _wait_until(page, "document.getElementById('status').textContent.includes('as v3')")
+        again = store.latest("case01", 2)
+        assert again is not None and (again == saved).all()
+        browser.close()
+    assert problems == []
+
+
+@pytest.fixture()
+def server3d(tmp_path: Path):  # type: ignore[no-untyped-def]
+    _requirements()
+    zz, yy, xx = np.mgrid[:6, :48, :48]
+    ball = ((yy - 24) ** 2 + (xx - 22) ** 2 < (12 - abs(zz - 3)) ** 2).astype(np.int16).transpose(1, 2, 0)
+    image = (100 + 80 * ball + np.random.default_rng(0).normal(0, 4, ball.shape)).astype("f4")[None]
+    w = DatasetWriter(tmp_path / "ds3", "browser-3d", 3, ["background", "lesion"], ["r1"])
+    w.add_case("vol01", image, {"r1": ball})
+    w.finish()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text('{"status": "finished"}', encoding="utf-8")
+    with _serve(ViewerState(tmp_path / "ds3", run_dir=run)) as url:
+        yield url, tmp_path / "ds3"
+
+
+def test_slices_propagation_proposal_and_changed_filter(server3d) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    url, dataset = server3d
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems = _csp_watch(page)
+        page.goto(url)
+        page.wait_for_selector("#case-list li[data-case=vol01]")
+        page.keyboard.press("n")
+        _wait_until(page, "document.getElementById('case-title').textContent === 'vol01'")
+        start = int(page.input_value("#slice"))
+        slice_is = "document.getElementById('slice').value === '{}'"
+        page.keyboard.press("ArrowUp")
+        _wait_until(page, slice_is.format(start + 1))
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowDown")
+        _wait_until(page, slice_is.format(start - 1))
+        page.keyboard.press("ArrowUp")
+        _wait_until(page, slice_is.format(start))
+        z = start
+
+        page.select_option("#edit-base", "rater/r1")
+        page.click("#case-title")
+        page.keyboard.press("e")  # erase a bite out of the lesion, save, propagate
+        _stroke(page, dx=40)
+        page.keyboard.press("s")
+        _wait_until(page, "document.getElementById('status').textContent.includes('saved version 1')")
+        page.keyboard.press("g")
+        _wait_until(page, "document.querySelectorAll('#proposal-list li').length > 0")
+        rows = page.locator("#proposal-list li")
+        assert rows.count() == 5  # every other slice of the 6
+        assert "confidence" in rows.first.inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer_proposal.png"))
+        store = ReviewStore(dataset)
+        assert len(store.versions("vol01")) == 1, "a proposal is not saved until accepted"
+
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("Enter")  # accept the proposal on this slice
+        _wait_until(page, f"document.getElementById('status').textContent.includes('accepted slice {z + 2}')")
+        assert rows.count() == 4
+        (accepted,) = [v for v in store.versions("vol01") if v.action == "propagate"]
+        assert accepted.slices == (z + 1,)
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Delete")  # discard the one below the painted slice
+        _wait_until(page, "document.querySelectorAll('#proposal-list li').length === 3")
+        assert len(store.versions("vol01")) == 2
+        page.keyboard.press("Control+z")  # undo the accepted slice: v3 restores v1
+        _wait_until(page, "document.getElementById('status').textContent.includes('saved as v3')")
+        first, last = store.read(store.versions("vol01")[0]), store.latest("vol01", 3)
+        assert last is not None and (first == last).all()
+
+        page.select_option("#filter-changed", "since")  # the run's meta.json is older than every correction
+        _wait_until(page, "document.getElementById('status').textContent.includes('changed since the last model')")
+        assert page.locator("#case-list li").count() == 1
+        assert "correction v3" in page.inner_text("#case-list li")
+        page.fill("#filter-since", "2999-01-01")
+        page.dispatch_event("#filter-since", "change")
+        _wait_until(page, "document.querySelectorAll('#case-list li').length === 0")
+        browser.close()
+    assert problems == []

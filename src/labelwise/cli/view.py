@@ -1,4 +1,4 @@
-"""``labelwise view --data DATASET [--pred PRED_DIR] [--qa quality.csv]``: serve the local web viewer."""
+"""``labelwise view --data DATASET [--pred PRED_DIR] [--qa quality.csv] [--run RUN]``: serve the local web viewer."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def view(
     data: Path | None = typer.Option(None, "--data", help="Dataset folder (with dataset.json) (required)."),
     pred: Path | None = typer.Option(None, "--pred", help="Prediction folder from `labelwise predict`."),
     qa: Path | None = typer.Option(None, "--qa", help="quality.csv from `labelwise qa` (enables the review queue)."),
+    run: Path | None = typer.Option(
+        None,
+        "--run",
+        help="Run folder of the last model trained on this dataset: 'changed since training' lists the corrections "
+        "made after it.",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8765, "--port", min=1, max=65535),
     allow_remote: bool = typer.Option(
@@ -53,7 +59,7 @@ def view(
             fg="yellow",
             err=True,
         )
-    app = create_app(ViewerState(dataset, pred, qa), host=host, port=port, extra_hosts=allowed_host or ())
+    app = create_app(ViewerState(dataset, pred, qa, run_dir=run), host=host, port=port, extra_hosts=allowed_host or ())
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"labelwise viewer on http://{shown}:{port}/  (Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False, server_header=False)

@@ -81,7 +81,7 @@ REVIEWED_RATER = "reviewed"
 REVIEW_DIR = "review"
 """The store's folder inside the dataset folder."""
 
-_ACTIONS = ("paint", "propagate")
+_ACTIONS = ("paint", "propagate", "revert")
 _REVIEWS_FORMAT = "labelwise-reviews"
 _CORRECTIONS_FORMAT = "labelwise-corrections"
 _VERSION_FILE = re.compile(r"corrections/(?P<case>[^/]+)/v(?P<version>\d{4,})\.nii\.gz")
@@ -462,7 +462,7 @@ class ReviewStore:
             spacing_mm: Written into the file with ``affine`` (the source geometry).
             affine: ``(4, 4)`` source affine.
             user: Who made the change.
-            action: ``paint`` or ``propagate``.
+            action: ``paint``, ``propagate`` or ``revert`` (a version that undoes the one before it).
 
         Raises:
             DataError: an unknown case or action, no slices, a slice index outside the case, or a refused array.

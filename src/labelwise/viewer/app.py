@@ -24,14 +24,26 @@ API (JSON unless noted; every route under ``/api/`` needs the token header)::
     GET  /api/cases/{id}/slice/{z}.png?layer=  one slice as PNG (image: grey/RGB; label layers: class index)
     POST /api/cases/{id}/review                {"decision": "accept"|"reject"|"flag", "comment", "user"}
     POST /api/cases/{id}/correction            {"slice", "width", "height", "data": base64 uint8, "base", "user"}
-    POST /api/cases/{id}/propagate             {"slice", "extent", "user"}: propagate the saved corrections to the
-                                               unpainted slices within ``extent`` (default 10) of ``slice``
+    POST /api/cases/{id}/propagate             {"slice", "extent", "user", "preview"}: propagate the painted slices
+                                               to the unpainted slices within ``extent`` (default 10) of ``slice``;
+                                               saved at once, or with ``"preview": true`` kept as a proposal with
+                                               a confidence per slice (:func:`slice_confidence`)
+    POST /api/cases/{id}/propagate/accept      {"proposal", "slices", "user"}: save those slices of a proposal as
+                                               one version (action ``propagate``)
+    POST /api/cases/{id}/propagate/discard     {"proposal", "slices"}: drop slices from a proposal (nothing written)
+    POST /api/cases/{id}/revert                {"version", "user"}: undo the latest version by saving a new one that
+                                               restores the slices it changed (``version`` must be the latest: 409)
+    GET  /api/next?strategy=&n=&include_reviewed=   ``labelwise next`` over the viewer's dataset, qa and pred
+    GET  /api/changed?since=                   cases whose latest correction or decision is newer than ``since``
+                                               (ISO date/time) or, without it, than the viewer's ``run``
 
 Errors are ``{"error": message}`` with 400 (malformed JSON), 403 (Host, token or Origin refused), 404 (unknown
-case, slice or layer), 413 (body too large), 415 (not JSON) or 422 (a valid request the data refuses).
+case, slice, layer or proposal), 409 (the case changed since: reload), 413 (body too large), 415 (not JSON) or 422
+(a valid request the data refuses).
 
 Layers: ``image``, ``rater/<id>``, ``consensus`` (majority vote), ``pred``, ``prob`` (foreground probability x255),
-``sample/<k>``, ``predrater/<k>``, ``uncertainty`` (x255 of its max), ``correction`` (latest saved version).
+``sample/<k>``, ``predrater/<k>``, ``uncertainty`` (x255 of its max), ``correction`` (latest saved version),
+``proposal/<id>`` (the slices a propagation proposal still holds; ids live in memory only).
 """
 
 from __future__ import annotations
@@ -49,14 +61,18 @@ import math
 import re
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from labelwise.data import Case, Dataset
-from labelwise.data.review import ReviewStore
+from labelwise.data.review import CorrectionVersion, ReviewStore, case_reviews
 from labelwise.errors import LabelwiseError, require_extra
 
 if TYPE_CHECKING:
@@ -68,17 +84,36 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
+    "MAX_NEXT",
+    "MAX_PROPOSALS",
     "TOKEN_HEADER",
+    "PropagationProposal",
     "ViewerState",
     "allowed_hosts",
+    "available_strategies",
+    "changed_since",
     "create_app",
     "is_loopback",
     "json_depth",
+    "painted_slices",
+    "parse_since",
+    "run_trained_at",
+    "slice_confidence",
 ]
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 32
+MAX_NEXT = 200
+"""The most cases ``/api/next`` proposes at once."""
+MAX_PROPOSALS = 4
+"""Propagation proposals kept in memory (the oldest is dropped first)."""
+REVERT_ACTION = "revert"
+"""The action a revert version is saved with (the store's actions: ``paint``, ``propagate``, ``revert``)."""
+REVERT_BASE = "revert of v"
+"""A revert version's ``base`` is ``revert of v0003``: how :func:`painted_slices` recognises it."""
+CONFIDENT_FOREGROUND = 0.05
+"""Voxels whose foreground probability reaches this count in :func:`slice_confidence`."""
 TOKEN_HEADER = "X-Labelwise-Token"
 STATIC = Path(__file__).with_name("static")
 TOKEN_PLACEHOLDER = "__LABELWISE_TOKEN__"
@@ -100,6 +135,39 @@ _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _HOST_WITH_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]+):\d+$")
 
 
+@dataclass
+class PropagationProposal:
+    """A propagation the user has not accepted yet (kept in memory, never on disk).
+
+    Attributes:
+        case: Case id.
+        base_version: The case's latest version number when the proposal was made.
+        anchors: The painted slices it propagated from.
+        labels: slice index -> ``(X, Y)`` int16 proposed labels, for the slices not yet accepted or discarded.
+        confidence: slice index -> ``(confidence, foreground voxels)`` (:func:`slice_confidence`).
+
+    """
+
+    case: str
+    base_version: int
+    anchors: tuple[int, ...]
+    labels: dict[int, np.ndarray]
+    confidence: dict[int, tuple[float, int]]
+
+    def to_json(self, proposal_id: str) -> dict[str, Any]:
+        """What ``/propagate`` with ``preview`` answers: the id and each remaining slice with its confidence."""
+        return {
+            "proposal": proposal_id,
+            "case": self.case,
+            "base_version": self.base_version,
+            "anchors": list(self.anchors),
+            "slices": [
+                {"slice": k, "confidence": round(self.confidence[k][0], 4), "foreground": self.confidence[k][1]}
+                for k in sorted(self.labels)
+            ],
+        }
+
+
 class ViewerState:
     """Everything the viewer serves, loaded lazily and cached per case.
 
@@ -107,17 +175,68 @@ class ViewerState:
         dataset: Dataset folder.
         pred_dir: Optional prediction folder (``labelwise predict`` layout).
         qa_csv: Optional ``quality.csv`` from ``labelwise qa``.
+        run_dir: Optional run folder of the last model trained on the dataset: the reference time of the
+            "changed since last model" filter (:func:`run_trained_at`).
+
+    Raises:
+        LabelwiseError: an unreadable QA table, or a ``run_dir`` without a readable ``meta.json``.
 
     """
 
-    def __init__(self, dataset: str | Path, pred_dir: str | Path | None = None, qa_csv: str | Path | None = None):
+    def __init__(
+        self,
+        dataset: str | Path,
+        pred_dir: str | Path | None = None,
+        qa_csv: str | Path | None = None,
+        run_dir: str | Path | None = None,
+    ):
         self.dataset = Dataset(dataset)
         self.pred_dir = Path(pred_dir) if pred_dir else None
         self.store = ReviewStore(self.dataset.root)
-        self.qa = self._read_qa(Path(qa_csv)) if qa_csv else []
+        self.qa_path = Path(qa_csv) if qa_csv else None
+        self.qa = self._read_qa(self.qa_path) if self.qa_path else []
+        self.run_dir = Path(run_dir) if run_dir else None
+        if self.run_dir is not None:
+            run_trained_at(self.run_dir)  # fail at start, not at the first filter
         self.case = functools.lru_cache(maxsize=8)(self._load_case)
         self.prediction = functools.lru_cache(maxsize=8)(self._load_prediction)
         self._windows: dict[str, tuple[float, float]] = {}
+        self.write_lock = threading.Lock()  # every viewer write: checks and save happen as one step
+        self.proposals: OrderedDict[str, PropagationProposal] = OrderedDict()
+        self._next_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add_proposal(self, proposal: PropagationProposal) -> str:
+        """Keep ``proposal`` (dropping the oldest beyond ``MAX_PROPOSALS``) and return its id."""
+        proposal_id = secrets.token_hex(8)
+        with self.write_lock:
+            self.proposals[proposal_id] = proposal
+            while len(self.proposals) > MAX_PROPOSALS:
+                self.proposals.popitem(last=False)
+        return proposal_id
+
+    def next_cases(self, strategy: str, n: int, include_reviewed: bool) -> dict[str, Any]:
+        """``labelwise next`` over this dataset (:func:`~labelwise.quality.select.select_cases`) as JSON.
+
+        The answer is cached until a review file changes (a decision or a saved version), so switching
+        strategies back and forth does not recompute the signals.
+        """
+        from labelwise.quality.select import select_cases
+
+        stamps = tuple(_mtime_ns(p) for p in (self.store.reviews_path, self.store.corrections_path))
+        key = (strategy, n, include_reviewed, stamps)
+        if key not in self._next_cache:
+            selection = select_cases(
+                self.dataset,
+                strategy,  # type: ignore[arg-type]  # checked against STRATEGIES by the endpoint
+                n,
+                qa=self.qa_path,
+                pred=self.pred_dir,
+                include_reviewed=include_reviewed,
+            )
+            if len(self._next_cache) > 16:
+                self._next_cache.clear()
+            self._next_cache[key] = selection.to_json()
+        return self._next_cache[key]
 
     @staticmethod
     def _read_qa(path: Path) -> list[dict[str, Any]]:
@@ -206,7 +325,12 @@ class ViewerState:
         depth = 1 if case.spatial_dims == 2 else case.spatial_shape[-1]
         if not 0 <= z < depth:
             raise KeyError(f"slice {z}")
-        if layer == "image":
+        if layer.startswith("proposal/"):
+            proposal = self.proposals.get(layer.partition("/")[2])
+            if proposal is None or proposal.case != case_id or z not in proposal.labels:
+                raise KeyError(layer)
+            pil = Image.fromarray(np.clip(proposal.labels[z], 0, 255).astype(np.uint8))
+        elif layer == "image":
             img = case.image if case.spatial_dims == 2 else case.image[..., z]
             if case_id not in self._windows:
                 self._windows[case_id] = _window(case)
@@ -220,6 +344,173 @@ class ViewerState:
         buf = io.BytesIO()
         pil.save(buf, format="PNG")
         return buf.getvalue()
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def available_strategies(dataset: Dataset, has_qa: bool, has_pred: bool) -> list[str]:
+    """The ``labelwise next`` strategies the viewer can offer: those whose input it has.
+
+    ``quality`` needs a QA table, ``uncertainty`` a prediction folder, ``disagreement`` two raters, ``mix`` one of
+    these; ``diversity`` and ``random`` need only the images.
+    """
+    from labelwise.quality.select import STRATEGIES
+
+    raters = len(dataset.rater_ids) >= 2
+    needs = {
+        "quality": has_qa,
+        "uncertainty": has_pred,
+        "disagreement": raters,
+        "mix": has_qa or has_pred or raters,
+    }
+    return [s for s in STRATEGIES if needs.get(s, True)]
+
+
+def slice_confidence(probs: np.ndarray, threshold: float = CONFIDENT_FOREGROUND) -> tuple[float, int]:
+    """How sure a propagation is of one slice: the mean max-probability where it is not plainly background.
+
+    Args:
+        probs: ``(K, X, Y)`` float class probabilities of one slice (summing to 1 over K; class 0 background).
+        threshold: Voxels whose foreground probability ``1 - probs[0]`` reaches it are scored; the plain background
+            elsewhere would push every slice towards 1.
+
+    Returns:
+        ``(confidence, foreground)``: the mean of ``max_k probs`` over the scored voxels (0..1; 1 = every scored
+        voxel certain; the mean over the whole slice when no voxel is scored), and the number of voxels whose most
+        likely class is not background.
+
+    Example:
+        >>> p = np.zeros((2, 2, 2), dtype=np.float32)
+        >>> p[0], p[1] = [[1.0, 1.0], [0.4, 0.2]], [[0.0, 0.0], [0.6, 0.8]]
+        >>> tuple(round(v, 2) for v in slice_confidence(p))
+        (0.7, 2)
+
+    """
+    top = probs.max(axis=0)
+    scored = (1.0 - probs[0]) >= threshold
+    foreground = int((probs.argmax(axis=0) > 0).sum())
+    region = top[scored] if scored.any() else top
+    return (float(region.mean()) if region.size else 1.0), foreground
+
+
+def painted_slices(versions: Sequence[CorrectionVersion]) -> set[int]:
+    """The slices whose current content a user painted: the anchors propagation starts from.
+
+    A ``paint`` version marks its slices painted, a ``propagate`` version marks them not painted, and a revert
+    (``base`` ``revert of vNNNN``, which always undoes the version just before it) gives its slices back the state
+    they had before the version it undid.
+    """
+    states: list[dict[int, bool]] = [{}]
+    for v in versions:
+        current = dict(states[-1])
+        if (v.action == REVERT_ACTION or v.base.startswith(REVERT_BASE)) and len(states) >= 2:
+            before = states[-2]
+            for s in v.slices:
+                current[s] = before.get(s, False)
+        else:
+            for s in v.slices:
+                current[s] = v.action == "paint"
+        states.append(current)
+    return {s for s, painted in states[-1].items() if painted}
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.astimezone()  # naive: this machine's local time
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO 8601 date or date-time as an aware datetime (no offset: local time).
+
+    Raises:
+        ValueError: not an ISO date or date-time.
+
+    Example:
+        >>> parse_since("2026-12-01T10:00:00+00:00").isoformat()
+        '2026-12-01T10:00:00+00:00'
+
+    """
+    try:
+        return _aware(datetime.fromisoformat(text.strip()))
+    except ValueError:
+        raise ValueError(
+            f"since {text[:40]!r} is not an ISO date or date-time (2026-12-01 or 2026-12-01T10:00)"
+        ) from None
+
+
+def run_trained_at(run_dir: Path) -> datetime:
+    """When the model of ``run_dir`` last saw its labels: ``meta.json`` ``finished_at`` if present, else its mtime.
+
+    ``meta.json`` is rewritten when training finishes, so its modification time is the end of the run (copying the
+    folder without keeping times moves it; then pass a date to the filter instead).
+
+    Raises:
+        DataError: no readable ``meta.json`` in ``run_dir`` (not a labelwise run).
+
+    """
+    from labelwise.io import read_json_object
+
+    meta_path = run_dir / "meta.json"
+    meta = read_json_object(meta_path, "run meta.json", missing="no meta.json: not a labelwise run folder")
+    if meta.get("status") != "finished":
+        logger.warning("%s: the run has not finished (status %r); using its last write", meta_path, meta.get("status"))
+    stamp = meta.get("finished_at")
+    if isinstance(stamp, str):
+        try:
+            return parse_since(stamp)
+        except ValueError:
+            logger.warning("%s: finished_at %r is not a date-time; using the file time", meta_path, stamp)
+    return datetime.fromtimestamp(meta_path.stat().st_mtime, tz=timezone.utc)
+
+
+def changed_since(store: ReviewStore, case_ids: Sequence[str], since: datetime) -> list[dict[str, Any]]:
+    """Cases whose latest correction or decision is newer than ``since``: what the next training will learn from.
+
+    Args:
+        store: The dataset's review store.
+        case_ids: The cases to look at (manifest order is kept).
+        since: An aware datetime (:func:`parse_since`, :func:`run_trained_at`).
+
+    Returns:
+        One dict per changed case: ``case``, ``time`` (of its latest change), ``change`` (``correction v3 by ana`` or
+        ``reject by bob``), ``status`` and ``labels`` (what the reviewed view now reads for it; see
+        :class:`~labelwise.data.review.CaseReview`). Entries with a time that does not parse are left out, with a
+        warning.
+
+    """
+    out = []
+    for cid, review in case_reviews(store, case_ids).items():
+        events: list[tuple[str, str]] = []
+        if review.correction is not None:
+            c = review.correction
+            events.append((c.time, f"correction v{c.version} ({c.action}) by {c.user}"))
+        if review.decision is not None:
+            d = review.decision
+            events.append((str(d.get("time", "")), f"{d.get('decision')} by {d.get('user', '?')}"))
+        dated: list[tuple[datetime, str]] = []
+        for stamp, what in events:
+            try:
+                dated.append((parse_since(stamp), what))
+            except ValueError:
+                logger.warning("case %s: review time %r is not a date-time; left out of the filter", cid, stamp)
+        if not dated:
+            continue
+        when, what = max(dated, key=lambda e: e[0])
+        if when > since:
+            out.append(
+                {
+                    "case": cid,
+                    "time": when.isoformat(),
+                    "change": what,
+                    "status": review.status,
+                    "labels": review.labels,
+                }
+            )
+    return out
 
 
 def _window(case: Case) -> tuple[float, float]:
@@ -360,6 +651,22 @@ def _text(payload: dict[str, Any], name: str, default: str | None = None) -> str
     return value
 
 
+def _flag(payload: dict[str, Any], name: str, default: bool) -> bool:
+    value = payload.get(name, default)
+    if not isinstance(value, bool):
+        raise RequestRefused(422, f"{name!r} must be true or false")
+    return value
+
+
+def _integers(payload: dict[str, Any], name: str) -> list[int]:
+    value = payload.get(name)
+    if not isinstance(value, list) or not value:
+        raise RequestRefused(422, f"{name!r} must be a non-empty list of integers")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise RequestRefused(422, f"{name!r} must be a list of integers")
+    return sorted(set(value))
+
+
 class _Guard:
     """ASGI middleware: Host, token, Origin and body checks, and the security headers on every response."""
 
@@ -481,9 +788,17 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
     async def index(request: Request) -> Response:
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
+    strategies = available_strategies(state.dataset, state.qa_path is not None, state.pred_dir is not None)
+
     @api
     async def info(request: Request) -> Any:
         ds = state.dataset
+        trained_at = None
+        if state.run_dir is not None:
+            try:
+                trained_at = run_trained_at(state.run_dir).isoformat()
+            except LabelwiseError as exc:  # the run folder changed since the start: the filter says why
+                logger.warning("%s", exc)
         return {
             "name": ds.name,
             "spatial_dims": ds.spatial_dims,
@@ -491,6 +806,10 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
             "rater_ids": list(ds.rater_ids),
             "has_predictions": state.pred_dir is not None,
             "has_qa": bool(state.qa),
+            "strategies": strategies,
+            "default_strategy": "mix" if "mix" in strategies else "diversity",
+            "run": None if state.run_dir is None else str(state.run_dir),
+            "run_trained_at": trained_at,
         }
 
     def list_cases() -> list[dict[str, Any]]:
@@ -524,6 +843,39 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
     @api
     async def queue(request: Request) -> Any:
         return await run_in_threadpool(list_queue)
+
+    @api
+    async def next_cases(request: Request) -> Any:
+        query = request.query_params
+        strategy = query.get("strategy", "mix" if "mix" in strategies else "diversity")
+        if strategy not in strategies:
+            raise RequestRefused(422, f"strategy {strategy!r} is not available here; choose one of {strategies}")
+        n_text = query.get("n", "20")
+        if not n_text.isdigit() or not 1 <= int(n_text) <= MAX_NEXT:
+            raise RequestRefused(422, f"n must be an integer from 1 to {MAX_NEXT}")
+        include = query.get("include_reviewed", "0")
+        if include not in ("0", "1", "true", "false"):
+            raise RequestRefused(422, "include_reviewed must be 0 or 1")
+        return await run_in_threadpool(state.next_cases, strategy, int(n_text), include in ("1", "true"))
+
+    def list_changed(since_text: str | None) -> dict[str, Any]:
+        if since_text:
+            since, source = parse_since(since_text), "date"
+        elif state.run_dir is not None:
+            since, source = run_trained_at(state.run_dir), "run"
+        else:
+            raise RequestRefused(422, "no run to compare with: start the viewer with --run RUN, or give since=DATE")
+        changed = changed_since(state.store, state.dataset.ids, since)
+        return {
+            "since": since.isoformat(),
+            "source": source,
+            "run": None if state.run_dir is None else str(state.run_dir),
+            "cases": changed,
+        }
+
+    @api
+    async def changed(request: Request) -> Any:
+        return await run_in_threadpool(list_changed, request.query_params.get("since"))
 
     def describe_case(case_id: str) -> dict[str, Any]:
         case = state.case(case_id)
@@ -580,9 +932,10 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
         if len(raw) != h * w:
             raise RequestRefused(422, f"data has {len(raw)} bytes, expected {h}x{w}")
         mask = np.frombuffer(raw, dtype=np.uint8).reshape(h, w)  # the store checks shape and classes
-        entry = state.store.save_slices(
-            case_id, _base(case_id, base_name), base_name, {z: mask}, case.spacing_mm, case.affine, user=user
-        )
+        with state.write_lock:
+            entry = state.store.save_slices(
+                case_id, _base(case_id, base_name), base_name, {z: mask}, case.spacing_mm, case.affine, user=user
+            )
         return entry.to_json()
 
     @api
@@ -598,14 +951,53 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
         user = _text(payload, "user", "anonymous")
         return await run_in_threadpool(save_correction, case_id, z, h, w, data, base_name, user)
 
-    def run_propagation(case_id: str, z: int, extent: int, user: str) -> Any:
+    def revert_version(case_id: str, number: int, user: str) -> Any:
+        case = state.case(case_id)
+        with state.write_lock:
+            versions = state.store.versions(case_id)
+            if not versions:
+                raise RequestRefused(422, f"case {case_id} has no saved version to undo")
+            latest = versions[-1]
+            if latest.version != number:
+                raise RequestRefused(
+                    409, f"v{number} is not the latest version of {case_id} (v{latest.version} is): reload the case"
+                )
+            if len(versions) > 1:
+                before = state.store.read(versions[-2])
+            elif latest.base in ("correction", "empty"):  # the first version started from an empty map
+                before = np.zeros(case.spatial_shape, dtype=np.int16)
+            else:  # the layer it started from, as it is now
+                before = _base(case_id, latest.base)
+            slices = {k: (before if case.spatial_dims == 2 else before[..., k]) for k in latest.slices}
+            entry = state.store.save_slices(
+                case_id,
+                before,
+                f"{REVERT_BASE}{number:04d}",
+                slices,
+                case.spacing_mm,
+                case.affine,
+                user=user,
+                action=REVERT_ACTION,
+            )
+        return entry.to_json()
+
+    @api
+    async def revert(request: Request) -> Any:
+        case_id = known_case(request)
+        payload = await _read_json(request)
+        number = _integer(payload, "version")
+        user = _text(payload, "user", "anonymous")
+        return await run_in_threadpool(revert_version, case_id, number, user)
+
+    def run_propagation(case_id: str, z: int, extent: int, user: str, preview: bool) -> Any:
         case = state.case(case_id)
         if case.spatial_dims != 3:
             raise RequestRefused(422, "propagation needs a 3D case")
-        latest = state.store.latest(case_id, 3)
-        if latest is None:
+        versions = state.store.versions(case_id)
+        if not versions:
             raise RequestRefused(422, "save a corrected slice first")
-        painted = {s for v in state.store.versions(case_id) if v.action == "paint" for s in v.slices}
+        latest = state.store.read(versions[-1])
+        painted = painted_slices(versions)
         if z not in painted:
             raise RequestRefused(422, f"slice {z} has no saved correction; paint and save it first")
         from labelwise.methods.propagation import propagate as propagate_volume
@@ -614,11 +1006,18 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
         result = propagate_volume(case.image, anchors, num_classes=len(case.class_names), allow_empty=True)
         depth = latest.shape[-1]
         targets = [k for k in range(max(0, z - extent), min(depth, z + extent + 1)) if k not in painted]
-        slices = {k: result.labels[..., k].astype(np.int16) for k in targets}
-        entry = state.store.save_slices(
-            case_id, latest, "correction", slices, case.spacing_mm, case.affine, user=user, action="propagate"
-        )
-        return entry.to_json()
+        if not targets:
+            raise RequestRefused(422, f"every slice within {extent} of slice {z} is painted: nothing to propagate")
+        labels = {k: result.labels[..., k].astype(np.int16) for k in targets}
+        confidence = {k: slice_confidence(result.probs[..., k]) for k in targets}
+        proposal = PropagationProposal(case_id, versions[-1].version, tuple(sorted(painted)), labels, confidence)
+        if preview:
+            return proposal.to_json(state.add_proposal(proposal))
+        with state.write_lock:
+            entry = state.store.save_slices(
+                case_id, latest, "correction", labels, case.spacing_mm, case.affine, user=user, action="propagate"
+            )
+        return {**entry.to_json(), "confidence": proposal.to_json("")["slices"]}
 
     @api
     async def propagate(request: Request) -> Any:
@@ -629,18 +1028,74 @@ def create_app(state: ViewerState, host: str = "127.0.0.1", port: int = 8765, ex
         if extent < 1:
             raise RequestRefused(422, "extent must be >= 1 slice")
         user = _text(payload, "user", "anonymous")
-        return await run_in_threadpool(run_propagation, case_id, z, extent, user)
+        preview = _flag(payload, "preview", False)
+        return await run_in_threadpool(run_propagation, case_id, z, extent, user, preview)
+
+    def _proposal(case_id: str, proposal_id: str, slices: Sequence[int]) -> PropagationProposal:
+        proposal = state.proposals.get(proposal_id)
+        if proposal is None or proposal.case != case_id:
+            raise RequestRefused(404, "unknown proposal (proposals live until the server restarts): propagate again")
+        missing = [k for k in slices if k not in proposal.labels]
+        if missing:
+            raise RequestRefused(422, f"slice(s) {missing} are not in the proposal (accepted or discarded already?)")
+        return proposal
+
+    def accept_slices(case_id: str, proposal_id: str, slices: list[int], user: str) -> Any:
+        case = state.case(case_id)
+        with state.write_lock:
+            proposal = _proposal(case_id, proposal_id, slices)
+            versions = state.store.versions(case_id)
+            edited = [v for v in versions if v.version > proposal.base_version and v.action != "propagate"]
+            since = {s for v in edited for s in v.slices}
+            if since & set(slices):
+                raise RequestRefused(
+                    409, f"slice(s) {sorted(since & set(slices))} were edited after the proposal: propagate again"
+                )
+            latest = state.store.read(versions[-1])
+            chosen = {k: proposal.labels[k] for k in slices}
+            entry = state.store.save_slices(
+                case_id, latest, "correction", chosen, case.spacing_mm, case.affine, user=user, action="propagate"
+            )
+            for k in slices:
+                del proposal.labels[k]
+        return {**entry.to_json(), "remaining": sorted(proposal.labels)}
+
+    @api
+    async def accept_proposal(request: Request) -> Any:
+        case_id = known_case(request)
+        payload = await _read_json(request)
+        proposal_id = _text(payload, "proposal")
+        slices = _integers(payload, "slices")
+        user = _text(payload, "user", "anonymous")
+        return await run_in_threadpool(accept_slices, case_id, proposal_id, slices, user)
+
+    @api
+    async def discard_proposal(request: Request) -> Any:
+        case_id = known_case(request)
+        payload = await _read_json(request)
+        proposal_id = _text(payload, "proposal")
+        slices = _integers(payload, "slices")
+        with state.write_lock:
+            proposal = _proposal(case_id, proposal_id, slices)
+            for k in slices:
+                del proposal.labels[k]
+        return {"proposal": proposal_id, "discarded": slices, "remaining": sorted(proposal.labels)}
 
     routes = [
         Route("/", index),
         Route("/api/info", info),
         Route("/api/cases", cases),
         Route("/api/queue", queue),
+        Route("/api/next", next_cases),
+        Route("/api/changed", changed),
         Route("/api/cases/{case_id}", case_meta),
         Route("/api/cases/{case_id}/slice/{z:int}.png", slice_png),
         Route("/api/cases/{case_id}/review", review, methods=["POST"]),
         Route("/api/cases/{case_id}/correction", correction, methods=["POST"]),
         Route("/api/cases/{case_id}/propagate", propagate, methods=["POST"]),
+        Route("/api/cases/{case_id}/propagate/accept", accept_proposal, methods=["POST"]),
+        Route("/api/cases/{case_id}/propagate/discard", discard_proposal, methods=["POST"]),
+        Route("/api/cases/{case_id}/revert", revert, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(_Guard, hosts=hosts, token=token)])
