@@ -16,6 +16,7 @@ from labelwise.cli import demo as demo_cmd
 from labelwise.cli import evaluate as evaluate_cmd
 from labelwise.cli import export as export_cmd
 from labelwise.cli import fuse as fuse_cmd
+from labelwise.cli import loop as loop_cmd
 from labelwise.cli import methods as methods_cmd
 from labelwise.cli import next as next_cmd
 from labelwise.cli import predict as predict_cmd
@@ -50,6 +51,7 @@ app.command("demo", cls=Command)(demo_cmd.demo)
 app.command("propagate", cls=Command)(propagate_cmd.propagate)
 app.command("pseudo-label", cls=Command)(pseudo_label_cmd.pseudo_label)
 app.command("next", cls=Command)(next_cmd.next_cases)
+app.command("loop", cls=Command)(loop_cmd.loop)
 
 
 @app.callback()

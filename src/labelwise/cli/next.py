@@ -2,7 +2,7 @@
 
 Proposes the next cases to review or annotate and says why for each (a table on stdout; ``--out`` writes it as JSON
 or CSV, atomically). Cases already reviewed in ``DATASET/review`` are left out unless ``--include-reviewed``. The
-strategies and their rules are in :mod:`labelwise.quality.select` and ``docs/next.md``.
+strategies and their rules are in :mod:`labelwise.quality.select` and ``docs/lifecycle.md``.
 """
 
 from __future__ import annotations

@@ -244,12 +244,14 @@ def _iterate(items: Sequence[str], description: str, track: Track | None) -> Ite
     return items if track is None else track(items, description)
 
 
-def quality_signal(qa: str | Path, case_ids: Collection[str]) -> dict[str, Signal]:
+def quality_signal(qa: str | Path, case_ids: Collection[str], *, required: bool = True) -> dict[str, Signal]:
     """Worst predicted Dice per case from a ``labelwise qa`` output (a table, or its folder: ``quality.csv``).
 
     Args:
         qa: ``quality.csv``, ``review_queue.csv``, ``case_quality.csv``, or the folder holding ``quality.csv``.
         case_ids: The cases wanted; rows of other cases are ignored (their number is logged).
+        required: Whether no row for any of ``case_ids`` is an error (``quality``) or an empty signal (``mix``,
+            which ranks on the signals it has).
 
     Returns:
         Case id -> signal (value: the lowest finite ``predicted_dice`` among the case's rows); cases without a
@@ -257,7 +259,7 @@ def quality_signal(qa: str | Path, case_ids: Collection[str]) -> dict[str, Signa
 
     Raises:
         DataError: an unreadable or malformed table (see :func:`labelwise.quality.qa.read_quality_csv`), or no
-            row for any of ``case_ids``.
+            row for any of ``case_ids`` when ``required``.
 
     """
     path = Path(qa)
@@ -278,7 +280,9 @@ def quality_signal(qa: str | Path, case_ids: Collection[str]) -> dict[str, Signa
     if foreign:
         logger.info("%s: %d case(s) not among the candidates are ignored", path, len(foreign))
     if not worst:
-        raise DataError("no row of the quality table names a candidate case of the dataset", path)
+        if required:
+            raise DataError("no row of the quality table names a candidate case of the dataset", path)
+        logger.warning("%s: no row names a candidate case; the quality signal is left out", path)
     out = {}
     for case, row in worst.items():
         dice = float(row["predicted_dice"])
@@ -559,8 +563,11 @@ def select_cases(
     skipped = tuple(c for c in ids if c in done)
     candidates = [c for c in ids if c not in done]
     signals: dict[str, dict[str, Signal]] = {}
-    if candidates and strategy in ("quality", "mix") and qa is not None:
+    if candidates and strategy == "quality" and qa is not None:
         signals["quality"] = quality_signal(qa, candidates)
+    elif candidates and strategy == "mix" and qa is not None:
+        # e.g. every case the table scored has been reviewed since: mix ranks on the other signals
+        signals["quality"] = quality_signal(qa, candidates, required=False)
     if candidates and strategy in ("uncertainty", "mix") and pred is not None:
         signals["uncertainty"] = uncertainty_signal(pred, candidates, ds.spatial_dims, track)
     if candidates and strategy in ("disagreement", "mix") and len(ds.rater_ids) >= 2:

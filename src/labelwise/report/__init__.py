@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from labelwise.report.html import MethodResult, build_report, case_panels, load_evaluation
+from labelwise.report.html import MethodResult, build_report, case_panels, load_evaluation, rounds_section
 
-__all__ = ["MethodResult", "build_report", "case_panels", "load_evaluation"]
+__all__ = ["MethodResult", "build_report", "case_panels", "load_evaluation", "rounds_section"]

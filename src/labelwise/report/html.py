@@ -18,9 +18,10 @@ from labelwise.data import Dataset
 from labelwise.errors import DataError
 from labelwise.evaluation import MAJORITY, MEAN_OF_RATERS
 from labelwise.io import PredictionIndex, read_prediction, write_text_atomic
+from labelwise.quality.loop import ROUND_FILE, RoundRecord, read_round, rounds_table
 from labelwise.report.figures import agreement_png, case_panel_png, reliability_png
 
-__all__ = ["REPORT_METRICS", "MethodResult", "build_report", "case_panels", "load_evaluation"]
+__all__ = ["REPORT_METRICS", "MethodResult", "build_report", "case_panels", "load_evaluation", "rounds_section"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ class MethodResult:
         name: Method label in tables and figures.
         summary: metric name -> statistics (``mean``, ``std``, ``median``, ``ci_low``, ``ci_high``; any subset).
         pred_dir: Prediction folder (``labelwise predict`` layout), or None.
+        notes: Free-text notes.
+        round: The loop round this evaluation scored (``labelwise loop``: the ``round.json`` beside the folder),
+            or None.
 
     """
 
@@ -40,6 +44,7 @@ class MethodResult:
     summary: Mapping[str, Mapping[str, float]]
     pred_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    round: RoundRecord | None = None
 
 
 def load_evaluation(
@@ -88,7 +93,57 @@ def load_evaluation(
             }
     recorded = summary.get("pred_dir")
     pdir = Path(pred_dir) if pred_dir else Path(recorded) if recorded and Path(recorded).is_dir() else None
-    return MethodResult(name or str(summary.get("method", Path(eval_dir).name)), flat, pdir)
+    loop_round = _round_of(Path(eval_dir))
+    label = name or str(summary.get("method", Path(eval_dir).name))
+    if loop_round is not None and name is None:
+        label = f"{label} (round {loop_round.round})"
+    return MethodResult(label, flat, pdir, round=loop_round)
+
+
+def _round_of(eval_dir: Path) -> RoundRecord | None:
+    """The round record of a ``labelwise loop`` round whose evaluation folder is ``eval_dir``, else None."""
+    folder = eval_dir.resolve().parent
+    if not (folder / ROUND_FILE).is_file():
+        return None
+    record = read_round(folder)
+    return record if (folder / record.eval).resolve() == eval_dir.resolve() else None
+
+
+def rounds_section(results: Sequence[MethodResult]) -> dict[str, Any] | None:
+    """The rounds table of the report (metrics by loop round), or None when no result is a loop round.
+
+    Rows come from :func:`labelwise.quality.loop.rounds_table`: the round's metrics as recorded by
+    ``labelwise loop``, the change since the previous round shown, and the warm-start lineage read from each run's
+    ``meta.json``.
+    """
+    records = [r.round for r in results if r.round is not None]
+    if not records:
+        return None
+    rows = rounds_table(records)
+    metrics = [m for m in ("dice", "nsd", "hd95") if any(m in r.metrics for r in rows)]
+    out_rows = []
+    for r in rows:
+        cells = []
+        for m in metrics:
+            value = r.metrics.get(m)
+            change = None if r.delta is None else r.delta.get(m)
+            cells.append(
+                {
+                    "text": "-" if value is None else f"{value:.4f}",
+                    "change": "" if change is None else f"{change:+.4f}",
+                }
+            )
+        out_rows.append(
+            {
+                "round": r.round,
+                "corrected": r.corrected,
+                "cells": cells,
+                "init": "-" if r.init_from is None else Path(r.init_from).name,
+                "lineage_ok": r.lineage_ok,
+                "proposed": r.proposed,
+            }
+        )
+    return {"metrics": metrics, "rows": out_rows}
 
 
 _TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
@@ -306,6 +361,7 @@ def build_report(
             quality_header=q_header,
             quality_rows=q_rows,
             case_figures=case_figs,
+            rounds=rounds_section(results),
         )
     )
     path = write_text_atomic(out_html, html)
