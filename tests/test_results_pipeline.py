@@ -98,8 +98,10 @@ def test_hand_edited_number_fails(tmp_path: Path) -> None:
     text = docs.read_text(encoding="utf-8")
     name = sorted(n for n in blocks(text) if n != HEADLINES)[0]
     block = blocks(text)[name]
-    # a re-typed number: the first "x.y +-" cell gets its last digit changed
-    edited = re.sub(r"(\d)( \+- )", lambda m: f"{(int(m.group(1)) + 1) % 10}{m.group(2)}", block, count=1)
+    # a re-typed number: the first decimal number in a table cell gets its last digit changed
+    edited = re.sub(
+        r"(\| [^|\n]*?\d\.\d*)(\d)", lambda m: f"{m.group(1)}{(int(m.group(2)) + 1) % 10}", block, count=1
+    )
     assert edited != block
     docs.write_text(text.replace(block, edited), encoding="utf-8")
     with pytest.raises(AssertionError, match="differs from render"):

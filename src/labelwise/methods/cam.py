@@ -264,7 +264,8 @@ class CAMPredictor(WeakPredictor[CAMConfig]):
             image: ``(C, S, S)`` float32 in [-1, 1] (from :func:`labelwise.data.domains.prepare_image`).
 
         Returns:
-            ``(S, S)`` float32 in [0, 1] (min-max normalised by MONAI; constant maps give zeros).
+            ``(S, S)`` float32 in [0, 1]: the log-odds map, min-max normalised with the minimum at 0 (constant maps
+            give zeros).
 
         """
         return self.foreground_map(image)[0]
