@@ -133,3 +133,20 @@ def test_cli_time_budget_is_planned_recorded_and_printed(tmp_path: Path) -> None
     assert "planned in a 1 s budget" in result.output
     saved = (out / "config.yaml").read_text()
     assert "time_budget_s: 1.0" in saved
+
+
+def test_training_config_is_the_cli_rule_for_the_api(tmp_path: Path) -> None:
+    """``auto`` budgets a CPU run unless a schedule was asked for; ``none`` keeps the configured schedule."""
+    from labelwise.methods import get_method, training_config
+
+    data = disc_dataset(tmp_path / "data", n_train=3, n_val=1, n_test=0, size=16)
+    method = get_method("supervised")
+    if torch.cuda.is_available():
+        pytest.skip("auto trains the full schedule on a GPU")
+    auto = training_config(method, data, overrides=["train.seed=1"], time_budget="auto")
+    assert auto.train.time_budget_s == pytest.approx(default_budget_s(3))
+    for asked in (["train.epochs=2"], ["train.time_budget_s=1.5"], ["train.steps_per_epoch=3"]):
+        cfg = training_config(method, data, overrides=asked, time_budget="auto")
+        assert cfg.train.time_budget_s == pytest.approx(1.5 if "time_budget" in asked[0] else 0.0), asked
+    assert training_config(method, data).train.time_budget_s == 0.0  # the API's default: "none"
+    assert training_config(method, data, time_budget="2m").train.time_budget_s == pytest.approx(120.0)

@@ -10,7 +10,6 @@ Multi-process: ``torchrun --nproc-per-node N -m labelwise.cli train ...`` (gloo 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
@@ -45,30 +44,14 @@ def train(
     import torch
 
     from labelwise.cli.common import open_dataset
-    from labelwise.engine.budget import resolve_time_budget
     from labelwise.engine.distributed import cleanup_distributed, init_distributed
-    from labelwise.methods import get_method, load_method_config, warm_start_schedule
+    from labelwise.methods import get_method, training_config
 
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, torch.get_num_threads()))
     m = get_method(method)
     ds = open_dataset(data, labels)
-    cfg = load_method_config(m, config, set_ or (), preset)
-    if init is not None:
-        cfg, shortened = warm_start_schedule(cfg, set_ or ())
-        for key, (before, after) in shortened.items():
-            logging.getLogger("labelwise.plan").info("warm start from %s: %s %d -> %d", init, key, before, after)
-    schedule_keys = ("epochs=", "steps_per_epoch=", "time_budget_s=")
-    asked = (
-        preset is not None or config is not None or any(s.split(".")[-1].startswith(schedule_keys) for s in set_ or ())
-    )
-    cfg = resolve_time_budget(
-        cfg,
-        time_budget,
-        num_train_cases=len(ds.split_ids("train")),
-        full_schedule_asked=asked,
-        cuda=torch.cuda.is_available(),
-    )
+    cfg = training_config(m, ds, config, set_ or (), preset, init, time_budget)
     try:
         m.fit(ds, cfg, out, init=init)
         main_rank = init_distributed().is_main

@@ -19,6 +19,7 @@ from labelwise.methods.base import (
     open_run,
     register_method,
     train,
+    training_config,
     warm_start_schedule,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "open_run",
     "register_method",
     "train",
+    "training_config",
     "warm_start_schedule",
 ]

@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 
 from labelwise.data import Case, Dataset
+from labelwise.engine.budget import resolve_time_budget
 from labelwise.engine.checkpoint import load_weights
 from labelwise.engine.config import TrainConfig, config_from_dict, config_to_dict, load_config, resolve_device
 from labelwise.engine.data import SampleSource
@@ -74,6 +75,7 @@ __all__ = [
     "open_run",
     "register_method",
     "train",
+    "training_config",
     "warm_start_schedule",
 ]
 
@@ -675,6 +677,57 @@ def load_method_config(
     return load_config(method.Config, path, overrides, preset_map)
 
 
+SCHEDULE_KEYS = ("epochs=", "steps_per_epoch=", "time_budget_s=")
+"""Overrides that ask for a schedule: with one of them, ``--time-budget auto`` keeps the configured schedule."""
+
+
+def training_config(
+    method: type[Method],
+    dataset: Dataset,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    preset: str | None = None,
+    init: str | Path | None = None,
+    time_budget: str = "none",
+) -> Any:
+    """The config a training runs with: file, preset and overrides, the warm-start schedule, then the time budget.
+
+    The one place ``labelwise train`` and :func:`train` turn their options into a config.
+
+    Args:
+        method: The method class.
+        dataset: The training dataset (its train split sizes the ``auto`` budget).
+        config_path: A YAML config file (as :func:`load_method_config`).
+        overrides: ``key=value`` overrides (as :func:`load_method_config`).
+        preset: A named preset of the method (as :func:`load_method_config`).
+        init: An earlier run to warm-start from: the schedule is shortened by :func:`warm_start_schedule`.
+        time_budget: ``auto`` (the CLI's default: on a CPU, without an asked-for schedule, a budget from the
+            training-set size, :func:`labelwise.engine.budget.default_budget_s`), ``none`` (the configured
+            schedule; the API's default) or a duration such as ``15m``.
+
+    Raises:
+        ConfigError: a bad config, override, preset or duration.
+
+    """
+    cfg: Any = load_method_config(method, config_path, overrides, preset)
+    if init is not None:
+        cfg, shortened = warm_start_schedule(cfg, overrides)
+        for key, (before, after) in shortened.items():
+            logging.getLogger("labelwise.plan").info("warm start from %s: %s %d -> %d", init, key, before, after)
+    asked = (
+        preset is not None
+        or config_path is not None
+        or any(s.split("=", 1)[0].split(".")[-1] + "=" in SCHEDULE_KEYS for s in overrides)
+    )
+    return resolve_time_budget(
+        cfg,
+        time_budget,
+        num_train_cases=len(dataset.split_ids("train")),
+        full_schedule_asked=asked,
+        cuda=torch.cuda.is_available(),
+    )
+
+
 def train(
     method_name: str,
     dataset: Dataset | str | Path,
@@ -683,17 +736,17 @@ def train(
     overrides: Sequence[str] = (),
     preset: str | None = None,
     init: str | Path | None = None,
+    time_budget: str = "none",
 ) -> Any:
-    """Load the config and run ``fit``; returns the config used.
+    """Load the config (:func:`training_config`) and run ``fit``; returns the config used.
 
     With ``init`` (an earlier run of the method) the run is warm-started from its weights on the short schedule
-    of :func:`warm_start_schedule` (``overrides`` that set ``...epochs`` keep theirs).
+    of :func:`warm_start_schedule` (``overrides`` that set ``...epochs`` keep theirs). ``time_budget="auto"``
+    trains what ``labelwise train`` trains without ``--time-budget``.
     """
     method = get_method(method_name)
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    cfg: Any = load_method_config(method, config_path, overrides, preset)
-    if init is not None:
-        cfg, _ = warm_start_schedule(cfg, overrides)
+    cfg = training_config(method, ds, config_path, overrides, preset, init, time_budget)
     method.fit(ds, cfg, run_dir, init=init)
     return cfg
 
