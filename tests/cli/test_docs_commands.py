@@ -110,6 +110,9 @@ def check(words: tuple[str, ...]) -> str | None:
             return f"{' '.join(path)} has no command {name!r}"
         command = command.commands[name]
         path.append(name)
+    if words and words[0] == "merge" and hasattr(command, "merge_command"):  # `labelwise evaluate merge ...`
+        command = command.merge_command
+        path.append(words.pop(0))
     options: dict[str, Any] = {}
     arguments = []
     for param in command.params:

@@ -193,3 +193,34 @@ def test_score_case_ece_forms_and_equal_dice_candidates() -> None:
     assert soft["dice_max_all"] == 1.0 and soft["dice_match_all"] == 1.0
     assert "ece_fg" in DEFAULT_METRICS and "dice_max_all" not in DEFAULT_METRICS
     assert "nsd_per_slice" not in DEFAULT_METRICS
+
+
+def test_cli_surface_surfels_scores_as_the_metric_function(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    """``--surface surfels`` reaches every surface metric and is recorded; the numbers are the metric's own."""
+    from typer.testing import CliRunner
+
+    from labelwise.cli.main import app
+    from labelwise.metrics import surface_distances
+
+    data, pred = folders
+    rows = {}
+    for surface in ("voxels", "surfels"):
+        out = tmp_path / surface
+        res = CliRunner().invoke(
+            app,
+            ["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(out), "--metrics", "hd95,nsd",
+             "--tolerance-mm", "0.5", "--n-bootstrap", "0", "--surface", surface],
+        )  # fmt: skip
+        assert res.exit_code == 1, res.output  # c4 is corrupt
+        with open(out / "per_case.csv", newline="") as fh:
+            rows[surface] = next(r for r in csv.DictReader(fh) if r["case"] == "c1" and r["reference"] == "r3")
+        assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["config"]["surface"] == surface
+    big, small = _cube(2, 6) > 0, _cube(2, 5) > 0
+    for surface in ("voxels", "surfels"):
+        sd = surface_distances(big, small, SPACING, surface=surface)  # type: ignore[arg-type]
+        assert float(rows[surface]["nsd"]) == pytest.approx(sd.nsd(0.5))
+        assert float(rows[surface]["hd95"]) == pytest.approx(sd.hausdorff_percentile(95.0))
+    assert rows["voxels"]["nsd"] != rows["surfels"]["nsd"]
+    bad = CliRunner().invoke(app, ["evaluate", "--pred", str(pred), "--data", str(data), "--out",
+                                   str(tmp_path / "x"), "--surface", "mesh"])  # fmt: skip
+    assert bad.exit_code == 2

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -29,13 +29,18 @@ __all__ = [
     "REMOVED_IN",
     "Command",
     "Labels",
+    "NumParts",
+    "PartId",
+    "Scheduler",
     "class_indices",
+    "cohort_engine",
     "deprecated",
     "moved",
     "moved_optional",
     "open_dataset",
     "setup_logging",
     "split_ids",
+    "with_merge",
 ]
 
 T = TypeVar("T")
@@ -88,6 +93,68 @@ class Command(TyperCommand):
             if not getattr(param, "hidden", False):
                 pieces.extend(param.get_usage_pieces(ctx))
         return pieces
+
+
+def with_merge(merge: Any) -> type[Command]:
+    """A :class:`Command` class for a command that also has a ``merge`` step: ``labelwise CMD merge ...``.
+
+    ``labelwise evaluate merge --out OUT`` runs the Typer function ``merge`` with the arguments after ``merge``;
+    any other first argument runs the command itself, so its options and spellings stay as they are.
+    """
+
+    class MergeCommand(Command):
+        @property
+        def merge_command(self) -> Any:
+            """The click command of the ``merge`` step."""
+            sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            sub.command(cls=Command)(merge)
+            return typer.main.get_command(sub)
+
+        def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+            if args and args[0] == "merge":
+                return self.merge_command.make_context(f"{info_name} merge", list(args[1:]), parent=parent, **extra)
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    return MergeCommand
+
+
+NumParts = Annotated[
+    int | None,
+    typer.Option(
+        "--num-parts", min=1, help="Split the cases into N parts balanced by size (with --part-id; merge after)."
+    ),
+]
+"""``--num-parts N``: the same on ``predict``, ``evaluate`` and ``qa`` (docs/scale.md); ``num_parts: NumParts = None``.
+
+Annotated, so that a command called as a Python function (``labelwise loop`` calls ``predict``) gets a real None.
+"""
+PartId = Annotated[
+    int | None,
+    typer.Option("--part-id", min=0, help="Which part to run, 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID); writes OUT/parts/."),
+]
+"""``--part-id K``: the part of ``--num-parts`` this process runs."""
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run the cases on Dask: a scheduler address (tcp://HOST:8786) or local:N for N local worker "
+        "processes (needs the dask extra).",
+    ),
+]
+"""``--scheduler``: where the cases run on Dask (:class:`labelwise.engine.cohort.Engine`)."""
+
+
+def cohort_engine(workers: int, scheduler: str | None, paths: Sequence[Path | None] = ()) -> Any:
+    """The :class:`labelwise.engine.cohort.Engine` of ``--workers`` / ``--scheduler``; workers must see ``paths``."""
+    from labelwise.engine.cohort import Engine, parse_scheduler
+
+    address = parse_scheduler(scheduler)
+    if address is not None:
+        from labelwise.errors import require_extra
+
+        require_extra("distributed", "dask", feature="--scheduler")
+    seen = tuple(str(Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent) for p in paths if p)
+    return Engine(workers=workers, scheduler=address, check_paths=seen)
 
 
 def setup_logging(verbose: bool) -> None:

@@ -10,7 +10,13 @@ one class and is the value of another is refused as ambiguous).
 
 ``--out`` may not be, contain or lie inside an input. The results are written to a hidden sibling of ``--out`` and
 swapped in at the end; while that runs, an earlier evaluation in ``--out`` carries an ``INCOMPLETE.txt`` that stays
-if this run fails or is killed, so old results never pass for the latest ones.
+if this run fails or is killed, so old results never pass for the latest ones. Each case's result is also appended
+to a journal beside ``--out`` (``.OUT.journal.jsonl``) as it finishes: a rerun of a killed run with the same inputs
+and options skips the cases already scored; the journal is removed when the results are in place.
+
+``--num-parts N --part-id K`` scores part K of the cases only (balanced by file size, the same split in every
+part), into ``OUT/parts/part-K-of-N/``; ``labelwise evaluate merge --out OUT`` then writes exactly the tables one
+run would. ``--scheduler`` runs the cases on Dask (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -21,15 +27,22 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from labelwise.cli.common import LABELS_OPTION, Labels
+from labelwise.cli.common import LABELS_OPTION, Labels, NumParts, PartId, Scheduler
 
 if TYPE_CHECKING:
     from labelwise.evaluation import SliceSelection
     from labelwise.metrics.conventions import EmptyMode
 
-__all__ = ["EmptyConvention", "evaluate", "run_train_slices", "slice_selection"]
+__all__ = ["EmptyConvention", "evaluate", "evaluate_merge", "run_train_slices", "slice_selection"]
 
 HELD_OUT = "held-out:"
+
+
+class SurfaceChoice(str, Enum):
+    """``--surface``: the surface definitions of :data:`labelwise.metrics.surface.SurfaceMode`."""
+
+    voxels = "voxels"
+    surfels = "surfels"
 
 
 class EmptyConvention(str, Enum):
@@ -93,6 +106,12 @@ def evaluate(
     empty: EmptyConvention = typer.Option(
         EmptyConvention.labelwise, "--empty", help="Empty-mask convention (see docs/metrics.md)."
     ),
+    surface: SurfaceChoice = typer.Option(
+        SurfaceChoice.voxels,
+        "--surface",
+        help="Surface definition of hd/hd95/assd/masd/nsd: voxels (boundary voxels, as MONAI; default) or surfels "
+        "(area-weighted surface elements, as DeepMind surface-distance and FLARE's NSD); see docs/metrics.md.",
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel worker processes."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=0, help="Bootstrap resamples for the 95% CI."),
     classes: str = typer.Option(
@@ -111,17 +130,24 @@ def evaluate(
         2, "--slice-axis", min=0, max=2, help="Spatial axis of --slices (2 = last, the labelled-slice axis)."
     ),
     labels: Labels = LABELS_OPTION,
+    num_parts: NumParts = None,
+    part_id: PartId = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Score predictions against each rater and the majority vote; write per-case and summary tables.
+
+    With --num-parts/--part-id, score one part into OUT/parts/ and combine the parts with
+    `labelwise evaluate merge --out OUT`.
 
     With --labels reviewed the reference of a corrected case is its correction (rater 'reviewed'), a case rejected
     and not corrected since is outside every split, and summary.json records the provenance.
 
     Exit code 1 when any case failed (missing or broken prediction); the other cases are still scored.
     """
-    from labelwise.cli.common import class_indices, open_dataset, split_ids
+    from labelwise.cli.common import class_indices, cohort_engine, open_dataset, split_ids
+    from labelwise.engine.cohort import PartSpec, part_dir, write_part
     from labelwise.errors import DataError
-    from labelwise.evaluation import DEFAULT_METRICS, EvaluationConfig, evaluate_folder, write_outputs
+    from labelwise.evaluation import DEFAULT_METRICS, EvaluationConfig, EvaluationResult, evaluate_folder, write_outputs
     from labelwise.io import StagedDir, check_output_not_input
     from labelwise.progress import ProgressBar
 
@@ -141,22 +167,73 @@ def evaluate(
         n_bootstrap=n_bootstrap,
         classes=class_list,
         slices=None if slices is None else slice_selection(slices, slice_axis),
+        surface=surface.value,
     )
-    with StagedDir(out, overwrite=True, marker="summary.json", kind="evaluation", mark_stale=True) as stage:
-        with ProgressBar("evaluating", n_cases) as bar:
+    part = PartSpec.from_options(num_parts, part_id)
+    engine = cohort_engine(workers, scheduler, [pred, ds.root])
+    the_split = None if split == "all" else split
 
-            def done(case_id: str, error: str | None) -> None:
-                bar.advance()
-                if error:
-                    bar.print(f"failed {case_id}: {error}")
+    def run(journal: Path, bar: ProgressBar) -> EvaluationResult:
+        def done(case_id: str, error: str | None) -> None:
+            bar.advance()
+            if error:
+                bar.print(f"failed {case_id}: {error}")
 
-            result = evaluate_folder(
-                pred, ds, split=None if split == "all" else split, config=cfg, workers=workers, on_case_done=done
-            )
-        paths = write_outputs(result, stage.path)
+        return evaluate_folder(
+            pred, ds, split=the_split, config=cfg, on_case_done=done, engine=engine, part=part, journal=journal
+        )
+
+    if part is not None:
+        folder = part_dir(out, part)
+        if out.exists() and not out.is_dir():
+            raise DataError("exists and is not a folder", out)
+        with ProgressBar(f"evaluating {part.name}", None) as bar:
+            result = run(folder / "cases.jsonl", bar)
+        write_part(folder, "evaluate", part, result.ids, ds.split_ids(the_split), result.context, "complete")
+        s = result.summary
+        typer.echo(
+            f"{part.name}: scored {s['n_scored']}/{s['n_cases']} cases into {folder}; when every part is done: "
+            f"labelwise evaluate merge --out {out}",
+            err=True,
+        )
+    else:
+        journal = out.parent / f".{out.name}.journal.jsonl"
+        with StagedDir(out, overwrite=True, marker="summary.json", kind="evaluation", mark_stale=True) as stage:
+            with ProgressBar("evaluating", n_cases) as bar:
+                result = run(journal, bar)
+            paths = write_outputs(result, stage.path)
+        journal.unlink(missing_ok=True)
+        s = result.summary
+        typer.echo(
+            f"scored {s['n_scored']}/{s['n_cases']} cases; wrote {', '.join(p.name for p in paths)} to {out}", err=True
+        )
+    if result.failures:
+        raise DataError(f"{len(result.failures)} case(s) failed (see summary.json)")
+
+
+def evaluate_merge(
+    out: Path = typer.Option(..., "--out", help="The --out folder the parts wrote into (OUT/parts/part-K-of-N/)."),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Merge the parts present even when some are missing or unfinished."
+    ),
+) -> None:
+    """Combine the parts of `labelwise evaluate --num-parts N --part-id K` into OUT's per_case.csv and summaries.
+
+    The per-case table is exactly the one a single run writes; the summary and its bootstrap intervals are
+    recomputed from the per-case values. Missing, unfinished or overlapping parts are refused (named), unless
+    --allow-partial. Exit code 1 when any case failed, as for a single run.
+    """
+    from labelwise.errors import DataError
+    from labelwise.evaluation import merge_parts, write_outputs
+
+    result, missing = merge_parts(out, allow_partial=allow_partial)
+    paths = write_outputs(result, out)
     s = result.summary
     typer.echo(
-        f"scored {s['n_scored']}/{s['n_cases']} cases; wrote {', '.join(p.name for p in paths)} to {out}", err=True
+        f"merged {s['n_cases']} cases ({s['n_scored']} scored); wrote {', '.join(p.name for p in paths)} to {out}",
+        err=True,
     )
+    if missing:
+        typer.echo(f"partial: parts missing: {', '.join(missing)}", err=True)
     if result.failures:
         raise DataError(f"{len(result.failures)} case(s) failed (see summary.json)")

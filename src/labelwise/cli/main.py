@@ -26,7 +26,7 @@ from labelwise.cli import qa as qa_cmd
 from labelwise.cli import report as report_cmd
 from labelwise.cli import train as train_cmd
 from labelwise.cli import view as view_cmd
-from labelwise.cli.common import Command, setup_logging
+from labelwise.cli.common import Command, setup_logging, with_merge
 
 __all__ = ["app", "main", "run"]
 
@@ -40,12 +40,12 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(export_cmd.app, name="export")
 app.command("train", cls=Command)(train_cmd.train)
-app.command("predict", cls=Command)(predict_cmd.predict)
+app.command("predict", cls=with_merge(predict_cmd.predict_merge))(predict_cmd.predict)
 app.command("methods", cls=Command)(methods_cmd.methods)
 app.command("view", cls=Command)(view_cmd.view)
-app.command("evaluate", cls=Command)(evaluate_cmd.evaluate)
+app.command("evaluate", cls=with_merge(evaluate_cmd.evaluate_merge))(evaluate_cmd.evaluate)
 app.command("fuse", cls=Command)(fuse_cmd.fuse)
-app.command("qa", cls=Command)(qa_cmd.qa)
+app.command("qa", cls=with_merge(qa_cmd.qa_merge))(qa_cmd.qa)
 app.command("report", cls=Command)(report_cmd.report)
 app.command("demo", cls=Command)(demo_cmd.demo)
 app.command("propagate", cls=Command)(propagate_cmd.propagate)

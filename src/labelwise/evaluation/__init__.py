@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from labelwise.evaluation.outputs import write_outputs
 from labelwise.evaluation.rater_stats import DatasetStats, dataset_stats, format_stats
-from labelwise.evaluation.runner import EvaluationResult, evaluate_case, evaluate_folder
+from labelwise.evaluation.runner import EvaluationResult, build_result, evaluate_case, evaluate_folder, merge_parts
 from labelwise.evaluation.scoring import (
     ALL_METRICS,
     CANDIDATES_COLUMN,
@@ -69,11 +69,13 @@ __all__ = [
     "EvaluationResult",
     "SliceSelection",
     "bootstrap_ci",
+    "build_result",
     "dataset_stats",
     "evaluate_case",
     "evaluate_folder",
     "format_slices",
     "format_stats",
+    "merge_parts",
     "parse_slice_indices",
     "score_case",
     "select_slices",

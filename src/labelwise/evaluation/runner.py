@@ -7,18 +7,12 @@ parent process is gone (killed), so no orphan keeps its memory.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import os
-import signal
-import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,14 +20,30 @@ from numpy.typing import NDArray
 from labelwise.data import Dataset
 from labelwise.data.slices import labelled_slice_indices
 from labelwise.errors import DataError
-from labelwise.evaluation.scoring import SLICES_COLUMN, CaseArrays, CaseResult, EvaluationConfig, score_case
+from labelwise.evaluation.scoring import (
+    PER_SLICE_SUFFIX,
+    SLICES_COLUMN,
+    SURFACE_METRICS,
+    CaseArrays,
+    CaseResult,
+    EvaluationConfig,
+    score_case,
+)
 from labelwise.evaluation.slices import format_slices, select_slices
 from labelwise.evaluation.summary import summarise
 from labelwise.io import PREDICTIONS_NAME, PredictionIndex, read_prediction
 
-__all__ = ["EvaluationResult", "evaluate_case", "evaluate_folder"]
+if TYPE_CHECKING:
+    from labelwise.engine.cohort import Engine, PartSpec
+
+__all__ = ["EvaluationResult", "build_result", "evaluate_case", "evaluate_folder", "merge_parts"]
 
 logger = logging.getLogger(__name__)
+
+
+def _uses_kernels(metric: str) -> bool:
+    """Whether a metric runs a compiled surface kernel (the ones worth compiling before workers start)."""
+    return metric.removesuffix(PER_SLICE_SUFFIX) in SURFACE_METRICS
 
 
 @dataclass
@@ -43,6 +53,10 @@ class EvaluationResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     failures: dict[str, str]
+    ids: list[str] = field(default_factory=list)
+    """The cases scored, in order (a part's cases with ``part``)."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """Inputs and options of the run (JSON-ready); what the parts of one run share (see :func:`merge_parts`)."""
 
 
 def evaluate_case(
@@ -165,40 +179,102 @@ def _evaluate_case(
     return CaseResult(case_id, rows=rows, slices=chosen)
 
 
-def _worker_init(parent_pid: int) -> None:
-    """Tie a worker process to its parent: it exits when the parent is gone and leaves Ctrl-C to the parent.
+def _score(shared: tuple[str, Dataset, EvaluationConfig, tuple[str, ...], tuple[str, ...]], case_id: str) -> CaseResult:
+    """One case on an executor (:func:`labelwise.engine.cohort.run_cases`): ``shared`` is sent once per worker."""
+    pred_dir, ds, cfg, rater_ids, names = shared
+    return evaluate_case(pred_dir, ds, case_id, cfg, rater_ids, names)
 
-    Linux: ``PR_SET_PDEATHSIG`` kills the worker with the parent. Everywhere (and as a fallback): a daemon thread
-    polls the parent pid twice a second.
+
+def _record(result: CaseResult) -> dict[str, Any]:
+    """A case's journal record (JSON keeps every float exactly, nan and inf included)."""
+    return {
+        "case": result.case_id,
+        "rows": result.rows,
+        "error": result.error,
+        "slices": None if result.slices is None else list(result.slices),
+    }
+
+
+def _from_record(rec: dict[str, Any]) -> CaseResult:
+    slices = rec.get("slices")
+    return CaseResult(
+        rec["case"], rows=rec["rows"], error=rec["error"], slices=None if slices is None else tuple(slices)
+    )
+
+
+def _index_digest(pdir: Path) -> str | None:
+    import hashlib
+
+    path = pdir / PREDICTIONS_NAME
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _context(
+    ds: Dataset, index: PredictionIndex, split: str | None, cfg: EvaluationConfig, pdir: Path
+) -> dict[str, Any]:
+    """Everything the summary needs besides the per-case results (JSON-ready); equal in every part of a run."""
+    ctx = {
+        "pred": str(pdir.resolve()),
+        "pred_index": _index_digest(pdir),
+        "data": str(ds.root.resolve()),
+        "dataset": ds.name,
+        "labels": ds.provenance(),
+        "method": index.method,
+        "split": split,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "class_names": list(index.class_names),
+        "dataset_class_names": list(ds.class_names),
+    }
+    return json.loads(json.dumps(ctx))  # type: ignore[no-any-return]
+
+
+def build_result(context: dict[str, Any], ids: Sequence[str], results: dict[str, CaseResult]) -> EvaluationResult:
+    """The rows and summary of the cases ``ids`` (in this order) from their results: one run's and merge's code.
+
+    Args:
+        context: What :func:`evaluate_folder` records of a run (dataset, labels, method, split, config, classes).
+        ids: The cases of the run, in order.
+        results: Case id -> result, for every id.
+
+    Returns:
+        The :class:`EvaluationResult`; statistics and bootstrap intervals are computed from the per-case values.
+
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="labelwise-parent-watch", daemon=True).start()
-
-
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel pending cases and terminate the worker processes now (not after their current case)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())  # stdlib has no public handle on them
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        with contextlib.suppress(Exception):
-            proc.terminate()
-    for proc in procs:
-        with contextlib.suppress(Exception):
-            proc.join(timeout=5)
+    config = context["config"]
+    rows = [row for cid in ids for row in results[cid].rows]
+    failures = {cid: r.error for cid in ids if (r := results[cid]).error is not None}
+    summary: dict[str, Any] = {
+        "format": "labelwise-evaluation",
+        "version": 1,
+        "dataset": context["dataset"],
+        "labels": context["labels"],
+        "method": context["method"],
+        "split": context["split"],
+        "n_cases": len(ids),
+        "n_scored": len(ids) - len(failures),
+        "n_failed": len(failures),
+        "failures": dict(sorted(failures.items())),
+        "config": config,
+        "references": {
+            "hard": "each rater id and 'majority' (class c where > R/2 raters say c)",
+            "soft": "'mean_of_raters' (mean of the raters' one-vs-rest masks)",
+            "hd95_mode": "directed_max",
+        },
+        "metrics": summarise(rows, n_bootstrap=config["n_bootstrap"], seed=config["seed"]),
+    }
+    if context["class_names"] != context["dataset_class_names"]:
+        summary["class_names"] = list(context["class_names"])
+    slices = config.get("slices")
+    if slices is not None:
+        summary["slices"] = {
+            "selection": slices["spec"],
+            "axis": slices["axis"],
+            "overlap": "pooled over the selected slices",
+            "surface": "per 3D case: the selected slices at their true positions (slices between them blank), "
+            "the case's spacing; *_per_slice metrics: 2D per selected slice, mean over slices (nan left out)",
+            "cases": {cid: list(r.slices) for cid in sorted(ids) if (r := results[cid]).slices is not None},
+        }
+    return EvaluationResult(rows=rows, summary=summary, failures=failures, ids=list(ids), context=context)
 
 
 def evaluate_folder(
@@ -209,8 +285,11 @@ def evaluate_folder(
     config: EvaluationConfig | None = None,
     workers: int = 1,
     on_case_done: Callable[[str, str | None], None] | None = None,
+    engine: Engine | None = None,
+    part: PartSpec | None = None,
+    journal: str | Path | None = None,
 ) -> EvaluationResult:
-    """Score every case of ``split`` that the dataset lists, in parallel processes.
+    """Score every case of ``split`` that the dataset lists, in parallel processes or on a Dask cluster.
 
     Args:
         pred_dir: Prediction folder with ``predictions.json``. A folder without it (label maps
@@ -220,18 +299,25 @@ def evaluate_folder(
             are the reference).
         split: Split to evaluate (None: every case).
         config: Settings; defaults to :class:`EvaluationConfig`.
-        workers: Worker processes (1 = in this process).
+        workers: Worker processes (1 = in this process); ignored when ``engine`` is given.
         on_case_done: Called with ``(case_id, error or None)`` as each case finishes (for progress bars).
+        engine: Where the cases run (:class:`labelwise.engine.cohort.Engine`: local processes or Dask).
+        part: Score only this part of the cases (:func:`labelwise.engine.cohort.partition`, by file size).
+        journal: A JSON-lines file each case's result is appended to as it finishes; cases already scored
+            there by a run with the same inputs and options are not scored again (resume after a crash).
 
     Returns:
-        :class:`EvaluationResult`; failed cases (missing/broken prediction, ...) are listed in ``failures``
-        and the other cases are still scored.
+        :class:`EvaluationResult` (of the part's cases with ``part``); failed cases (missing/broken prediction,
+        ...) are listed in ``failures`` and the other cases are still scored.
 
     Raises:
         DataError: The prediction folder or the dataset cannot be read at all, or the split is empty.
 
     """
+    from labelwise.engine.cohort import Engine, Journal, case_files, case_sizes, partition, run_cases
+
     cfg = config or EvaluationConfig()
+    eng = engine or Engine(workers=workers)
     ds = data if isinstance(data, Dataset) else Dataset(data)
     pdir = Path(pred_dir)
     if pdir.is_dir() and not (pdir / PREDICTIONS_NAME).exists():
@@ -245,74 +331,84 @@ def evaluate_folder(
     ids = ds.split_ids(split)
     if not ids:
         raise DataError(f"no cases in split {split!r}", ds.root)
+    if part is not None:
+        ids = partition(case_sizes(case_files(ds, ids, pdir)), part.num_parts)[part.part_id]
+    context = _context(ds, index, split, cfg, pdir)
     listed = set(index.cases)
     extra = sorted(set(index.cases) - set(ds.ids))
     if extra:
         logger.warning("%d prediction(s) match no dataset case and are ignored: %s", len(extra), extra[:5])
+    if (eng.scheduler is not None or eng.workers > 1) and any(_uses_kernels(m) for m in cfg.metrics):
+        # compile the metric kernels (or load numba's on-disk cache) once here, before the workers start, so that
+        # each worker process loads the cache instead of compiling them itself
+        from labelwise.metrics import warm_up
+
+        warm_up(surfels=cfg.surface == "surfels")
+    book = None if journal is None else Journal(journal, context)
     results: dict[str, CaseResult] = {}
-    todo = []
-    for cid in ids:
-        if cid not in listed:
-            results[cid] = CaseResult(
-                cid, error=f"no prediction for case {cid} in {Path(pred_dir) / 'predictions.json'}"
-            )
-            if on_case_done:
-                on_case_done(cid, results[cid].error)
-        else:
-            todo.append(cid)
-    args = (str(pred_dir), ds)  # the open dataset (picklable) keeps its labels view in the workers
-    names = index.class_names
-    if workers <= 1:
-        for cid in todo:
-            results[cid] = evaluate_case(*args, cid, cfg, index.rater_ids, names)
-            if on_case_done:
-                on_case_done(cid, results[cid].error)
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),))
-        try:
-            futs = {pool.submit(evaluate_case, *args, cid, cfg, index.rater_ids, names): cid for cid in todo}
-            for fut in as_completed(futs):
-                cid = futs[fut]
-                try:
-                    results[cid] = fut.result()
-                except Exception as exc:  # a crashed worker process
-                    results[cid] = CaseResult(cid, error=f"worker failed: {type(exc).__name__}: {exc}")
-                if on_case_done:
-                    on_case_done(cid, results[cid].error)
-        except BaseException:  # Ctrl-C, or an error in on_case_done: no worker may outlive this call
-            _stop_pool(pool)
-            raise
-        pool.shutdown(wait=True)
-    rows = [row for cid in ids for row in results[cid].rows]
-    failures = {cid: r.error for cid, r in results.items() if r.error is not None}
-    summary = {
-        "format": "labelwise-evaluation",
-        "version": 1,
-        "dataset": ds.name,
-        "labels": ds.provenance(),
-        "method": index.method,
-        "split": split,
-        "n_cases": len(ids),
-        "n_scored": len(ids) - len(failures),
-        "n_failed": len(failures),
-        "failures": dict(sorted(failures.items())),
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-        "references": {
-            "hard": "each rater id and 'majority' (class c where > R/2 raters say c)",
-            "soft": "'mean_of_raters' (mean of the raters' one-vs-rest masks)",
-            "hd95_mode": "directed_max",
-        },
-        "metrics": summarise(rows, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed),
-    }
-    if names != tuple(ds.class_names):
-        summary["class_names"] = list(names)
-    if cfg.slices is not None:
-        summary["slices"] = {
-            "selection": cfg.slices.spec,
-            "axis": cfg.slices.axis,
-            "overlap": "pooled over the selected slices",
-            "surface": "per 3D case: the selected slices at their true positions (slices between them blank), "
-            "the case's spacing; *_per_slice metrics: 2D per selected slice, mean over slices (nan left out)",
-            "cases": {cid: list(r.slices) for cid, r in sorted(results.items()) if r.slices is not None},
+    if book is not None:
+        results.update({cid: _from_record(r) for cid, r in book.succeeded().items() if cid in set(ids)})
+        if results:
+            logger.info("%d case(s) already scored in %s; skipping them", len(results), book.path)
+
+    def finish(cid: str, result: CaseResult) -> None:
+        results[cid] = result
+        if book is not None:
+            book.append(_record(result))
+        if on_case_done:
+            on_case_done(cid, result.error)
+
+    try:
+        for cid in ids:
+            if cid in results and on_case_done:
+                on_case_done(cid, None)
+        todo = []
+        for cid in ids:
+            if cid in results:
+                continue
+            if cid not in listed:
+                finish(cid, CaseResult(cid, error=f"no prediction for case {cid} in {pdir / PREDICTIONS_NAME}"))
+            else:
+                todo.append(cid)
+        shared = (str(pred_dir), ds, cfg, index.rater_ids, index.class_names)  # the open dataset keeps its labels
+
+        def arrived(cid: str, value: CaseResult | None, error: str | None) -> None:
+            finish(cid, value if value is not None else CaseResult(cid, error=error))
+
+        run_cases(_score, shared, todo, eng, arrived)
+    finally:
+        if book is not None:
+            book.close()
+    return build_result(context, ids, results)
+
+
+def merge_parts(out: str | Path, *, allow_partial: bool = False) -> tuple[EvaluationResult, list[str]]:
+    """Combine the parts under ``out/parts`` into the result one run over every case would give.
+
+    The per-case rows are the parts' own values (exactly), in the run's case order; the summary and the bootstrap
+    intervals are recomputed from them by :func:`build_result`, the code of a single run.
+
+    Args:
+        out: The ``--out`` folder the parts wrote into.
+        allow_partial: Merge the parts present when some are missing or unfinished (the summary then covers
+            their cases only and records the missing parts under ``partial``).
+
+    Returns:
+        The result and the names of the missing parts (empty unless ``allow_partial``).
+
+    Raises:
+        DataError: No parts, overlapping or mismatched parts, or (without ``allow_partial``) missing ones.
+
+    """
+    from labelwise.engine.cohort import collect_parts
+
+    parts = collect_parts(out, "evaluate", allow_partial=allow_partial)
+    results = {cid: _from_record(rec) for cid, rec in parts.records.items()}
+    ids = [cid for cid in parts.all_ids if cid in results]
+    result = build_result(parts.context, ids, results)
+    if parts.missing_parts:
+        result.summary["partial"] = {
+            "missing_parts": parts.missing_parts,
+            "n_cases_missing": len(parts.all_ids) - len(ids),
         }
-    return EvaluationResult(rows=rows, summary=summary, failures=failures)
+    return result, parts.missing_parts

@@ -43,7 +43,7 @@ from labelwise.metrics.multirater import (
     soft_dice,
 )
 from labelwise.metrics.overlap import OverlapMetric, overlap_from_counts, per_class_confusion
-from labelwise.metrics.surface import SurfaceDistances, surface_distances
+from labelwise.metrics.surface import SurfaceDistances, SurfaceMode, surface_distances
 
 __all__ = [
     "ALL_METRICS",
@@ -166,6 +166,9 @@ class EvaluationConfig:
         tolerance_mm: NSD tolerance (mm).
         percentile: Percentile of the ``hd95`` column (directed max, MONAI convention).
         empty: Empty-mask convention (see :mod:`labelwise.metrics.conventions`).
+        surface: Surface definition of the surface metrics: ``"voxels"`` (boundary voxels, MONAI) or
+            ``"surfels"`` (area-weighted surface elements, DeepMind surface-distance, as FLARE computes NSD); see
+            ``docs/metrics.md``.
         soft_dice_thresholds: Thresholds of soft Dice (``>`` comparison).
         ece_bins: Equal-width bins over [0, 1] of both ECEs (``ece``: confidence, Guo et al.; ``ece_fg``:
             foreground probability).
@@ -183,6 +186,7 @@ class EvaluationConfig:
     tolerance_mm: float = 1.0
     percentile: float = 95.0
     empty: EmptyMode = "labelwise"
+    surface: SurfaceMode = "voxels"
     soft_dice_thresholds: tuple[float, ...] = DEFAULT_SOFT_DICE_THRESHOLDS
     ece_bins: int = 15
     ged_self_pairs: SelfPairs = "include"
@@ -199,6 +203,8 @@ class EvaluationConfig:
             raise ConfigError(f"tolerance_mm must be finite and >= 0, got {self.tolerance_mm}")
         if not 0 <= self.percentile <= 100:
             raise ConfigError(f"percentile must lie in [0, 100], got {self.percentile}")
+        if self.surface not in ("voxels", "surfels"):
+            raise ConfigError(f"surface must be 'voxels' or 'surfels', got {self.surface!r}")
         if self.ged_self_pairs not in ("include", "exclude"):
             raise ConfigError(f"ged_self_pairs must be 'include' or 'exclude', got {self.ged_self_pairs!r}")
 
@@ -298,7 +304,7 @@ def _surface_values(
     if case.slice_positions is not None and case.slice_axis is not None:
         pred = _at_true_positions(pred, case.slice_axis, case.slice_positions)
         ref = _at_true_positions(ref, case.slice_axis, case.slice_positions)
-    sd = surface_distances(pred, ref, case.spacing_mm)
+    sd = surface_distances(pred, ref, case.spacing_mm, surface=cfg.surface)
     return {name: SURFACE_METRICS[name](sd, cfg) for name in want}
 
 
@@ -324,7 +330,7 @@ def _per_slice_values(
         in_plane = tuple(s for i, s in enumerate(case.spacing_mm) if i != axis)
         per_slice = []
         for i in range(pred.shape[axis]):
-            sd = surface_distances(np.take(pred, i, axis), np.take(ref, i, axis), in_plane)
+            sd = surface_distances(np.take(pred, i, axis), np.take(ref, i, axis), in_plane, surface=cfg.surface)
             per_slice.append({m: SURFACE_METRICS[m](sd, cfg) for m in surface})
         for m in surface:
             out[f"{m}{PER_SLICE_SUFFIX}"] = _mean_over_slices([d[m] for d in per_slice])

@@ -46,7 +46,10 @@ from labelwise.metrics.overlap import (
 from labelwise.metrics.quality import kendall, mae, pearson, quality_report, spearman, worst_case_recall
 from labelwise.metrics.surface import (
     SurfaceDistances,
+    SurfaceMode,
+    SurfaceScores,
     assd,
+    batch_surface_scores,
     boundary_points,
     hausdorff,
     hausdorff_percentile,
@@ -54,6 +57,7 @@ from labelwise.metrics.surface import (
     nsd,
     surface_distances,
 )
+from labelwise.metrics.warmup import warm_up
 
 __all__ = [
     "CONVENTIONS",
@@ -69,10 +73,13 @@ __all__ = [
     "IoU",
     "ReliabilityData",
     "SurfaceDistances",
+    "SurfaceMode",
+    "SurfaceScores",
     "ValueAccumulator",
     "accuracy",
     "assd",
     "batch_confusion",
+    "batch_surface_scores",
     "boundary_points",
     "brier",
     "confusion",
@@ -112,5 +119,6 @@ __all__ = [
     "specificity",
     "surface_distances",
     "volume_similarity",
+    "warm_up",
     "worst_case_recall",
 ]

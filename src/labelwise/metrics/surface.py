@@ -3,10 +3,12 @@
 Two-stage: :func:`surface_distances` computes, once per pair, the exact Euclidean distance (mm) from every
 boundary voxel of each mask to the nearest boundary voxel of the other; every score is derived from it.
 
-Boundary: foreground voxels with at least one background face neighbour (mask minus its 4/6-connected erosion);
-voxels on the image border count as boundary; distances are between voxel centres. This is MONAI's and medpy's
-definition; DeepMind's surface-distance uses area-weighted surface elements on voxel corners instead (see
-``docs/metrics.md``).
+Two surface definitions (``surface=``): ``"voxels"`` (default), boundary voxels = foreground voxels with at least
+one background face neighbour (mask minus its 4/6-connected erosion; voxels on the image border count as
+boundary), each counted once, distances between voxel centres: MONAI's and medpy's definition. ``"surfels"``:
+DeepMind surface-distance's surface elements on voxel corners (every corner whose 2x2(x2) neighbourhood is mixed),
+each weighted by its marching-cubes area (contour length in 2D), as FLARE and other challenges compute NSD
+(see ``docs/metrics.md``).
 
 Speed: the masks are cropped to the bounding box of their union (found with a compiled row scan), the boundary
 is extracted in one compiled pass over the crop, voxels on both boundaries get distance 0 without a search, and
@@ -32,14 +34,27 @@ from numpy.typing import ArrayLike, NDArray
 
 from labelwise.errors import ConfigError, DataError
 from labelwise.metrics._checks import as_masks_pair, check_spacing
-from labelwise.metrics._kernels import bbox_union, boundary_coords, local_nearest
+from labelwise.metrics._kernels import (
+    batch_surface_kernel,
+    bbox_union,
+    boundary_coords,
+    local_nearest,
+    score_means,
+    score_nsd,
+    score_percentile,
+    surface_elements,
+)
+from labelwise.metrics._surfels import surfel_area_table
 from labelwise.metrics.conventions import EmptyConvention, EmptyMode, resolve_convention
 
 __all__ = [
     "DistanceMethod",
     "PercentileMode",
     "SurfaceDistances",
+    "SurfaceMode",
+    "SurfaceScores",
     "assd",
+    "batch_surface_scores",
     "boundary_points",
     "hausdorff",
     "hausdorff_percentile",
@@ -50,18 +65,41 @@ __all__ = [
 
 DistanceMethod = Literal["auto", "kdtree", "edt"]
 PercentileMode = Literal["directed_max", "pooled"]
+SurfaceMode = Literal["voxels", "surfels"]
+
+
+def _empty_score(
+    conv: EmptyConvention, kind: Literal["distance", "mean", "nsd"], pred_empty: bool, target_empty: bool
+) -> float | None:
+    """The convention's value of a score when a mask is empty, or None when both masks have a surface."""
+    if not (pred_empty or target_empty):
+        return None
+    both = pred_empty and target_empty
+    if kind == "nsd":
+        return conv.nsd_both_empty if both else conv.nsd_one_empty
+    if both:
+        return conv.distance_both_empty
+    if kind == "mean" and conv.mean_distance_one_empty is not None:
+        return conv.mean_distance_one_empty
+    return conv.distance_one_empty
+
+
+_UNIT = np.zeros(0, dtype=np.float64)  # "no weights": every boundary voxel counts once
 
 
 @dataclass(frozen=True)
 class SurfaceDistances:
-    """Boundary-to-boundary distances of one prediction/reference pair.
+    """Surface-to-surface distances of one prediction/reference pair.
 
     Attributes:
-        pred_to_target: ``(n_pred,)`` float64 distances (mm) from each prediction boundary voxel to the nearest
-            reference boundary voxel; empty when a mask is empty.
+        pred_to_target: ``(n_pred,)`` float64 distances (mm) from each prediction surface point (boundary voxel,
+            or surfel with ``surface="surfels"``) to the nearest reference surface point; empty when a mask is empty.
         target_to_pred: ``(n_target,)`` float64 distances (mm) the other way.
         pred_empty: The prediction has no foreground.
         target_empty: The reference has no foreground.
+        pred_weights: ``(n_pred,)`` surfel areas (mm², contour lengths in mm in 2D) weighting ``pred_to_target``,
+            or None for boundary voxels (each counts once).
+        target_weights: ``(n_target,)`` the same for ``target_to_pred``.
 
     """
 
@@ -69,22 +107,27 @@ class SurfaceDistances:
     target_to_pred: NDArray[np.float64]
     pred_empty: bool
     target_empty: bool
+    pred_weights: NDArray[np.float64] | None = None
+    target_weights: NDArray[np.float64] | None = None
 
-    def _empty_value(self, conv: EmptyConvention, kind: Literal["distance", "mean", "nsd"]) -> float | None:
-        if not (self.pred_empty or self.target_empty):
-            return None
-        both = self.pred_empty and self.target_empty
-        if kind == "nsd":
-            return conv.nsd_both_empty if both else conv.nsd_one_empty
-        if both:
-            return conv.distance_both_empty
-        if kind == "mean" and conv.mean_distance_one_empty is not None:
-            return conv.mean_distance_one_empty
-        return conv.distance_one_empty
+    @property
+    def surface(self) -> SurfaceMode:
+        """``"surfels"`` when the distances carry surfel areas, else ``"voxels"``."""
+        return "voxels" if self.pred_weights is None else "surfels"
+
+    def _weights(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        wp = _UNIT if self.pred_weights is None else self.pred_weights
+        wt = _UNIT if self.target_weights is None else self.target_weights
+        return wp, wt
+
+    def _empty_value(
+        self, empty: EmptyMode | EmptyConvention, kind: Literal["distance", "mean", "nsd"]
+    ) -> float | None:
+        return _empty_score(resolve_convention(empty), kind, self.pred_empty, self.target_empty)
 
     def hausdorff(self, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
-        """Hausdorff distance (mm): the largest of all boundary-to-boundary nearest distances."""
-        e = self._empty_value(resolve_convention(empty), "distance")
+        """Hausdorff distance (mm): the largest of all surface-to-surface nearest distances."""
+        e = self._empty_value(empty, "distance")
         if e is not None:
             return e
         return float(max(self.pred_to_target.max(), self.target_to_pred.max()))
@@ -96,59 +139,65 @@ class SurfaceDistances:
         mode: PercentileMode = "directed_max",
         empty: EmptyMode | EmptyConvention = "labelwise",
     ) -> float:
-        """Percentile Hausdorff distance (mm), linear interpolation between order statistics (numpy default).
+        """Percentile Hausdorff distance (mm).
+
+        Boundary voxels: numpy's linear interpolation between order statistics. Surfels: surface-distance's
+        ``compute_robust_hausdorff``, the distance of the first surfel (ordered by distance) at which the
+        cumulative surfel area reaches ``percentile`` % of the surface, without interpolation.
 
         Args:
             percentile: In [0, 100]; 95 gives HD95, 100 the Hausdorff distance.
-            mode: ``"directed_max"``: max of the two directed percentiles (MONAI, MetricsReloaded);
-                ``"pooled"``: percentile of both directions' distances pooled (medpy, panoptica).
+            mode: ``"directed_max"``: max of the two directed percentiles (MONAI, MetricsReloaded,
+                surface-distance); ``"pooled"``: percentile of both directions' distances pooled (medpy, panoptica).
             empty: Empty-mask convention.
 
         """
         if not 0.0 <= percentile <= 100.0:
             raise DataError(f"percentile must lie in [0, 100], got {percentile}")
-        e = self._empty_value(resolve_convention(empty), "distance")
+        e = self._empty_value(empty, "distance")
         if e is not None:
             return e
-        if mode == "pooled":
-            return float(np.percentile(np.concatenate([self.pred_to_target, self.target_to_pred]), percentile))
+        wp, wt = self._weights()
         return float(
-            max(np.percentile(self.pred_to_target, percentile), np.percentile(self.target_to_pred, percentile))
+            score_percentile(self.pred_to_target, self.target_to_pred, wp, wt, float(percentile), mode == "pooled")
         )
 
     def assd(self, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
         """Average symmetric surface distance (mm), pooled: ``(sum d_PT + sum d_TP) / (n_P + n_T)``.
 
-        Matches MONAI (``symmetric=True``), medpy ``assd`` and MetricsReloaded ``assd``.
+        Matches MONAI (``symmetric=True``), medpy ``assd`` and MetricsReloaded ``assd``; with surfels, sums and
+        counts are weighted by surfel area.
         """
-        e = self._empty_value(resolve_convention(empty), "mean")
+        e = self._empty_value(empty, "mean")
         if e is not None:
             return e
-        n = self.pred_to_target.size + self.target_to_pred.size
-        return float((self.pred_to_target.sum() + self.target_to_pred.sum()) / n)
+        wp, wt = self._weights()
+        return float(score_means(self.pred_to_target, self.target_to_pred, wp, wt)[0])
 
     def masd(self, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
-        """Mean absolute surface distance (mm): mean of the two directed means (MetricsReloaded ``masd``)."""
-        e = self._empty_value(resolve_convention(empty), "mean")
+        """Mean absolute surface distance (mm): mean of the two directed means (MetricsReloaded ``masd``).
+
+        With surfels, the mean of the two values of surface-distance's ``compute_average_surface_distance``.
+        """
+        e = self._empty_value(empty, "mean")
         if e is not None:
             return e
-        return float(0.5 * (self.pred_to_target.mean() + self.target_to_pred.mean()))
+        wp, wt = self._weights()
+        return float(score_means(self.pred_to_target, self.target_to_pred, wp, wt)[1])
 
     def nsd(self, tolerance_mm: float = 1.0, *, empty: EmptyMode | EmptyConvention = "labelwise") -> float:
-        """Normalised surface Dice: fraction of boundary voxels (both masks) within ``tolerance_mm`` (``d <= tau``).
+        """Normalised surface Dice: fraction of both surfaces within ``tolerance_mm`` (``d <= tau``).
 
-        Voxel-counted like MONAI ``compute_surface_dice``; DeepMind's surface-distance weights by surface area.
+        Boundary voxels are counted (MONAI ``compute_surface_dice``); surfels are weighted by area
+        (surface-distance ``compute_surface_dice_at_tolerance``).
         """
         if tolerance_mm < 0 or not np.isfinite(tolerance_mm):
             raise DataError(f"tolerance_mm must be finite and >= 0, got {tolerance_mm}")
-        e = self._empty_value(resolve_convention(empty), "nsd")
+        e = self._empty_value(empty, "nsd")
         if e is not None:
             return e
-        n = self.pred_to_target.size + self.target_to_pred.size
-        hits = np.count_nonzero(self.pred_to_target <= tolerance_mm) + np.count_nonzero(
-            self.target_to_pred <= tolerance_mm
-        )
-        return float(hits / n)
+        wp, wt = self._weights()
+        return float(score_nsd(self.pred_to_target, self.target_to_pred, wp, wt, float(tolerance_mm)))
 
 
 def _crop_padded(m: NDArray[np.bool_], box: tuple[tuple[int, int], ...]) -> NDArray[np.uint8]:
@@ -204,18 +253,23 @@ def surface_distances(
     spacing_mm: ArrayLike | None = None,
     *,
     method: DistanceMethod = "auto",
+    surface: SurfaceMode = "voxels",
 ) -> SurfaceDistances:
-    """Exact boundary-to-boundary distances of two masks, computed once per pair.
+    """Exact surface-to-surface distances of two masks, computed once per pair.
 
     Args:
         pred: ``(*spatial)`` prediction mask, 2-D or 3-D (a 1-D mask is treated as one row), bool or numbers
             (nonzero = foreground).
         target: Reference mask of the same shape.
         spacing_mm: Voxel size per axis in mm (one value for isotropic); default 1 mm.
-        method: ``"auto"`` (exact compiled search in growing boxes around each boundary voxel, KD-tree for the
-            few far ones), ``"kdtree"`` (exact nearest neighbours over all boundary points, float64) or
-            ``"edt"`` (exact Euclidean distance transform of the cropped boundary with the ``edt`` package; its
+        method: ``"auto"`` (exact compiled search in growing boxes around each surface point, KD-tree for the
+            few far ones), ``"kdtree"`` (exact nearest neighbours over all surface points, float64) or
+            ``"edt"`` (exact Euclidean distance transform of the cropped surface with the ``edt`` package; its
             float32 output is accurate to about 1e-7 relative).
+        surface: ``"voxels"`` (default): boundary voxels, each counted once, distances between voxel centres
+            (MONAI, medpy). ``"surfels"``: surface elements on voxel corners weighted by their area (contour
+            length in 2D), DeepMind surface-distance's definition, used by FLARE and other challenges for NSD.
+            See ``docs/metrics.md``.
 
     Returns:
         :class:`SurfaceDistances`; both arrays are empty when either mask is empty (scores then follow the
@@ -223,8 +277,11 @@ def surface_distances(
 
     Raises:
         DataError: Shapes differ, NaN/inf input, more than 3 dimensions, or invalid spacing.
+        ConfigError: Unknown ``surface`` or ``method``.
 
     """
+    if surface not in ("voxels", "surfels"):
+        raise ConfigError(f"unknown surface {surface!r}; choose 'voxels' or 'surfels'")
     p, t = as_masks_pair(pred, target)
     if p.ndim == 1:
         p, t = p[None], t[None]
@@ -233,17 +290,18 @@ def surface_distances(
     spacing = check_spacing(spacing_mm, p.ndim)
     box = bbox_union(p, t)
     none = np.zeros(0, dtype=np.float64)
+    weighted = surface == "surfels"
     if box is None:
-        return SurfaceDistances(none, none, True, True)
-    cp = _crop_padded(p, box)
-    ct = _crop_padded(t, box)
-    bp = boundary_coords(cp)
-    bt = boundary_coords(ct)
+        return SurfaceDistances(none, none, True, True, none if weighted else None, none if weighted else None)
+    table = surfel_area_table(spacing) if weighted else None
+    bp, wp, grid = surface_elements(_crop_padded(p, box), table)
+    bt, wt, _ = surface_elements(_crop_padded(t, box), table)
     if bp.shape[0] == 0 or bt.shape[0] == 0:
-        return SurfaceDistances(none, none, bp.shape[0] == 0, bt.shape[0] == 0)
-    mp = np.zeros_like(cp)
+        w0 = none if weighted else None
+        return SurfaceDistances(none, none, bp.shape[0] == 0, bt.shape[0] == 0, w0, w0)
+    mp = np.zeros(grid, dtype=np.uint8)
     mp[tuple(bp.T)] = 1
-    mt = np.zeros_like(ct)
+    mt = np.zeros(grid, dtype=np.uint8)
     mt[tuple(bt.T)] = 1
     edt_p = edt_t = None
     if method == "edt":
@@ -256,7 +314,102 @@ def surface_distances(
         edt_p = edt_pkg.edt(1 - mp, anisotropy=tuple(spacing.tolist()), black_border=False, parallel=1)
     d_pt = _nearest(bp, bt, mt, spacing, method, edt_t)
     d_tp = _nearest(bt, bp, mp, spacing, method, edt_p)
-    return SurfaceDistances(d_pt, d_tp, False, False)
+    return SurfaceDistances(d_pt, d_tp, False, False, wp, wt)
+
+
+@dataclass(frozen=True)
+class SurfaceScores:
+    """Surface scores of a stack of 2-D pairs, one value per image (see :func:`batch_surface_scores`).
+
+    Attributes:
+        hausdorff: ``(N,)`` Hausdorff distance (mm).
+        hausdorff_percentile: ``(N,)`` percentile Hausdorff distance (mm) at the requested percentile.
+        assd: ``(N,)`` average symmetric surface distance (mm, pooled).
+        masd: ``(N,)`` mean of the two directed mean distances (mm).
+        nsd: ``(N,)`` normalised surface Dice at the requested tolerance.
+
+    """
+
+    hausdorff: NDArray[np.float64]
+    hausdorff_percentile: NDArray[np.float64]
+    assd: NDArray[np.float64]
+    masd: NDArray[np.float64]
+    nsd: NDArray[np.float64]
+
+
+def batch_surface_scores(
+    pred: ArrayLike,
+    target: ArrayLike,
+    spacing_mm: ArrayLike | None = None,
+    *,
+    percentile: float = 95.0,
+    tolerance_mm: float = 1.0,
+    mode: PercentileMode = "directed_max",
+    surface: SurfaceMode = "voxels",
+    empty: EmptyMode | EmptyConvention = "labelwise",
+) -> SurfaceScores:
+    """HD, percentile HD, ASSD, MASD and NSD of each pair of a stack of 2-D masks, in one compiled call.
+
+    Each row equals :func:`surface_distances` of that pair followed by the matching :class:`SurfaceDistances`
+    method (same kernels and the same compiled score functions); the whole stack runs in one compiled loop, so a
+    256x256 pair costs tens of microseconds instead of a Python round trip per image and score. Pairs with
+    surface points farther apart than the compiled search covers (a false positive far from the reference) are
+    finished with the per-pair KD-tree path.
+
+    Args:
+        pred: ``(N, H, W)`` prediction masks, bool or numbers (nonzero = foreground).
+        target: ``(N, H, W)`` reference masks.
+        spacing_mm: In-plane pixel size ``(sy, sx)`` in mm (one value for isotropic); default 1 mm.
+        percentile: In [0, 100] for ``hausdorff_percentile`` (95: HD95).
+        tolerance_mm: NSD tolerance (mm, ``d <= tau`` counts).
+        mode: Percentile mode, see :meth:`SurfaceDistances.hausdorff_percentile`.
+        surface: ``"voxels"`` or ``"surfels"``, see :func:`surface_distances`.
+        empty: Empty-mask convention, applied per image.
+
+    Returns:
+        :class:`SurfaceScores` with ``(N,)`` float64 arrays.
+
+    Raises:
+        DataError: Shapes differ or are not ``(N, H, W)``, NaN/inf input, bad spacing, percentile or tolerance.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.zeros((2, 1, 5), bool); t = p.copy(); p[:, 0, 0] = True; t[:, 0, 1] = True
+        >>> batch_surface_scores(p, t, (1.0, 2.0)).hausdorff.tolist()
+        [2.0, 2.0]
+
+    """
+    if surface not in ("voxels", "surfels"):
+        raise ConfigError(f"unknown surface {surface!r}; choose 'voxels' or 'surfels'")
+    p, t = as_masks_pair(pred, target)
+    if p.ndim != 3:
+        raise DataError(f"batch_surface_scores needs a stack of 2-D masks (N, H, W), got shape {p.shape}")
+    if not 0.0 <= percentile <= 100.0:
+        raise DataError(f"percentile must lie in [0, 100], got {percentile}")
+    if tolerance_mm < 0 or not np.isfinite(tolerance_mm):
+        raise DataError(f"tolerance_mm must be finite and >= 0, got {tolerance_mm}")
+    spacing = check_spacing(spacing_mm, 2)
+    table = surfel_area_table(spacing) if surface == "surfels" else None
+    pu = np.ascontiguousarray(p).view(np.uint8)
+    tu = np.ascontiguousarray(t).view(np.uint8)
+    scores, flags = batch_surface_kernel(pu, tu, spacing, table, percentile, tolerance_mm, mode == "pooled")
+    conv = resolve_convention(empty)
+    for i in np.flatnonzero(flags.any(axis=1)).tolist():
+        if flags[i, 2]:
+            sd = surface_distances(p[i], t[i], spacing, surface=surface)
+            scores[i] = (
+                sd.hausdorff(empty=conv),
+                sd.hausdorff_percentile(percentile, mode=mode, empty=conv),
+                sd.assd(empty=conv),
+                sd.masd(empty=conv),
+                sd.nsd(tolerance_mm, empty=conv),
+            )
+            continue
+        pe, te = bool(flags[i, 0]), bool(flags[i, 1])
+        dist = _empty_score(conv, "distance", pe, te)
+        mean = _empty_score(conv, "mean", pe, te)
+        scores[i] = (dist, dist, mean, mean, _empty_score(conv, "nsd", pe, te))
+    return SurfaceScores(*(np.ascontiguousarray(scores[:, k]) for k in range(5)))
 
 
 def hausdorff(
@@ -264,18 +417,20 @@ def hausdorff(
     target: ArrayLike,
     spacing_mm: ArrayLike | None = None,
     *,
+    surface: SurfaceMode = "voxels",
     empty: EmptyMode | EmptyConvention = "labelwise",
 ) -> float:
-    """Hausdorff distance (mm) between the boundaries of two masks.
+    """Hausdorff distance (mm) between the surfaces of two masks.
 
     Args:
         pred: ``(*spatial)`` 2-D/3-D bool prediction mask.
         target: Reference mask, same shape.
         spacing_mm: Voxel size per axis (mm).
+        surface: ``"voxels"`` (MONAI, medpy) or ``"surfels"`` (DeepMind surface-distance).
         empty: Convention; labelwise: both empty 0.0, one empty nan.
 
     """
-    return surface_distances(pred, target, spacing_mm).hausdorff(empty=empty)
+    return surface_distances(pred, target, spacing_mm, surface=surface).hausdorff(empty=empty)
 
 
 def hausdorff_percentile(
@@ -285,10 +440,12 @@ def hausdorff_percentile(
     *,
     percentile: float = 95.0,
     mode: PercentileMode = "directed_max",
+    surface: SurfaceMode = "voxels",
     empty: EmptyMode | EmptyConvention = "labelwise",
 ) -> float:
     """Percentile Hausdorff distance (mm), HD95 by default; see :meth:`SurfaceDistances.hausdorff_percentile`."""
-    return surface_distances(pred, target, spacing_mm).hausdorff_percentile(percentile, mode=mode, empty=empty)
+    sd = surface_distances(pred, target, spacing_mm, surface=surface)
+    return sd.hausdorff_percentile(percentile, mode=mode, empty=empty)
 
 
 def assd(
@@ -296,10 +453,11 @@ def assd(
     target: ArrayLike,
     spacing_mm: ArrayLike | None = None,
     *,
+    surface: SurfaceMode = "voxels",
     empty: EmptyMode | EmptyConvention = "labelwise",
 ) -> float:
     """Average symmetric surface distance (mm, pooled); see :meth:`SurfaceDistances.assd`."""
-    return surface_distances(pred, target, spacing_mm).assd(empty=empty)
+    return surface_distances(pred, target, spacing_mm, surface=surface).assd(empty=empty)
 
 
 def masd(
@@ -307,10 +465,11 @@ def masd(
     target: ArrayLike,
     spacing_mm: ArrayLike | None = None,
     *,
+    surface: SurfaceMode = "voxels",
     empty: EmptyMode | EmptyConvention = "labelwise",
 ) -> float:
     """Mean absolute surface distance (mm, mean of directed means); see :meth:`SurfaceDistances.masd`."""
-    return surface_distances(pred, target, spacing_mm).masd(empty=empty)
+    return surface_distances(pred, target, spacing_mm, surface=surface).masd(empty=empty)
 
 
 def nsd(
@@ -319,7 +478,8 @@ def nsd(
     spacing_mm: ArrayLike | None = None,
     *,
     tolerance_mm: float = 1.0,
+    surface: SurfaceMode = "voxels",
     empty: EmptyMode | EmptyConvention = "labelwise",
 ) -> float:
     """Normalised surface Dice at ``tolerance_mm``; labelwise: both empty 1.0, one empty 0.0."""
-    return surface_distances(pred, target, spacing_mm).nsd(tolerance_mm, empty=empty)
+    return surface_distances(pred, target, spacing_mm, surface=surface).nsd(tolerance_mm, empty=empty)

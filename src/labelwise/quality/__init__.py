@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labelwise.quality.qa import QAResult, QARow, run_qa, write_qa
+from labelwise.quality.qa import QAResult, QARow, merge_qa_parts, run_qa, write_qa
 from labelwise.quality.select import Selection, select_cases
 
-__all__ = ["QAResult", "QARow", "Selection", "run_qa", "select_cases", "write_qa"]
+__all__ = ["QAResult", "QARow", "Selection", "merge_qa_parts", "run_qa", "select_cases", "write_qa"]

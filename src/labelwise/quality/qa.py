@@ -26,9 +26,10 @@ the lowest tied class index, so a tie with background goes to background).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,9 +41,21 @@ from labelwise.labels import majority_vote
 from labelwise.metrics import dice
 
 if TYPE_CHECKING:
+    from labelwise.engine.cohort import Engine, PartSpec
     from labelwise.methods.sentinel import SegProbs, SentinelPredictor
 
-__all__ = ["QAResult", "QARow", "read_quality_csv", "run_qa", "write_qa"]
+__all__ = [
+    "QAJob",
+    "QAResult",
+    "QARow",
+    "merge_qa_parts",
+    "qa_case",
+    "read_quality_csv",
+    "row_from_json",
+    "row_to_json",
+    "run_qa",
+    "write_qa",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +87,12 @@ class QAResult:
 
     rows: list[QARow]
     evaluation: dict[str, Any] | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+    """Case id -> why it could not be scored."""
+    ids: list[str] = field(default_factory=list)
+    """The cases of the run (a part's cases with ``part``), in order."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """Inputs and options (JSON-ready): what the parts of one run share."""
 
 
 def _reference(case: Case, reference: str | None, source: str) -> np.ndarray | None:
@@ -126,7 +145,12 @@ def run_qa(
     perturbations: int = 10,
     seed: int = 0,
     device: str | None = None,
-    track: Callable[[Iterable[Case], str, int], Iterable[Case]] | None = None,
+    track: Callable[[Iterable[Any], str, int], Iterable[Any]] | None = None,
+    *,
+    engine: Engine | None = None,
+    part: PartSpec | None = None,
+    journal: str | Path | None = None,
+    on_case_done: Callable[[str, str | None], None] | None = None,
 ) -> QAResult:
     """Score masks with a trained sentinel run.
 
@@ -145,21 +169,24 @@ def run_qa(
         seed: Seed of the perturbations.
         device: Torch device.
         track: Progress wrapper ``track(cases, description, total)``.
+        engine: Where the cases run (:class:`labelwise.engine.cohort.Engine`; default: this process). Each
+            worker loads the sentinel once (:func:`labelwise.engine.cohort.worker_cache`).
+        part: Score only this part of the cases (:func:`labelwise.engine.cohort.partition`, by file size).
+        journal: JSON-lines file each case's rows are appended to as it finishes; a rerun with the same inputs
+            and options skips the cases found there.
+        on_case_done: Called with ``(case_id, error or None)`` as each case finishes.
 
     Returns:
-        The rows (and the evaluation when ``reference`` is given).
+        The rows (and the evaluation when ``reference`` is given); a case that fails (an unreadable or
+        mis-shaped mask, ...) is listed in ``failures`` and the other cases are still scored. ``perturb`` mode
+        runs in this process only (one random stream over the cases).
 
     """
     from labelwise.engine import RunDir
+    from labelwise.engine.cohort import worker_cache_put
     from labelwise.engine.config import resolve_device
     from labelwise.methods.base import open_run
-    from labelwise.methods.sentinel import (
-        SentinelConfig,
-        SentinelPredictor,
-        score_label_map,
-        structure_names,
-        take_slice,
-    )
+    from labelwise.methods.sentinel import SentinelConfig, SentinelPredictor, structure_names
 
     rd = RunDir(model)
     method_name, _ = rd.read_config()
@@ -189,50 +216,202 @@ def run_qa(
     if baselines and predictor.segmenter is None:
         raise ConfigError(f"{model}: no segmentation model in this run, so no uncertainty baselines")
     cases_ids = ds.split_ids(split)
-    cases: Iterable[Case] = (ds[c] for c in cases_ids)
-    if track is not None:
-        cases = track(cases, "scoring", len(cases_ids))
-    rows: list[QARow] = []
-    rng = np.random.default_rng(seed)
-    for case in cases:
-        allowed: list[int] | None = None
-        if case.spatial_dims == 3:
-            allowed = list(case.labelled_slices) if case.labelled_slices is not None else None
-            if heldout_only:
-                if case.id not in held:
-                    continue
-                allowed = list(held[case.id])
-        seg = predictor.segmenter_probs(case, allowed) if baselines else None
-        if mode == "perturb":
+    if mode == "perturb":  # one random stream over the cases in order: run here, case after case
+        if engine is not None or part is not None or journal is not None:
+            raise ConfigError("--perturb draws one random stream over the cases; it runs in one process, unsharded")
+        cases: Iterable[Any] = (ds[c] for c in cases_ids)
+        if track is not None:
+            cases = track(cases, "scoring", len(cases_ids))
+        rows: list[QARow] = []
+        rng = np.random.default_rng(seed)
+        for case in cases:
+            scored, allowed = _allowed(case, heldout_only, held)
+            if not scored:
+                continue
+            seg = predictor.segmenter_probs(case, allowed) if baselines else None
             rows.extend(_perturb_rows(predictor, case, reference, structures, allowed, perturbations, rng, seg))
-            continue
-        for source, lab in _candidates(case, mode, masks_path, reference):
-            if lab.shape != case.spatial_shape:
-                raise DataError(f"case {case.id}: mask {source} has shape {lab.shape}, image {case.spatial_shape}")
-            ref = _reference(case, reference, source)
-            scores = score_label_map(predictor, case, lab, structures, allowed, seg)
-            for s in scores:
-                row = QARow(
-                    case.id,
-                    s.structure,
-                    source,
-                    s.predicted_dice,
-                    len(s.slices),
-                    s.empty,
-                    baselines=s.baselines or None,
-                    slices=s.slices,
-                    slice_pred=s.slice_scores,
-                    slice_baselines=s.slice_baselines or None,
-                )
-                if ref is not None:
-                    k = case.class_names.index(s.structure)
-                    c3, r3 = lab == k, ref == k
-                    if allowed is not None:
-                        c3, r3 = c3[..., allowed], r3[..., allowed]
-                    row.true_dice = dice(c3, r3)
-                    row.slice_true = tuple(dice(take_slice(lab == k, z), take_slice(ref == k, z)) for z in s.slices)
-                rows.append(row)
-    return QAResult(rows, _evaluate(rows) if reference is not None else None)
+        return QAResult(rows, _evaluate(rows) if reference is not None else None, ids=list(cases_ids))
+    from labelwise.engine.cohort import (
+        Engine,
+        Journal,
+        case_files,
+        case_sizes,
+        partition,
+        run_cases,
+        weights_fingerprint,
+    )
+
+    if part is not None:
+        sizes = case_sizes(case_files(ds, cases_ids, masks_path))
+        cases_ids = partition(sizes, part.num_parts)[part.part_id]
+    job = QAJob(
+        model=str(Path(model).resolve()),
+        weights=weights_fingerprint(model),
+        device=str(torch_device),
+        data=ds,
+        mode=mode,
+        masks=None if masks_path is None else str(masks_path.resolve()),
+        reference=reference,
+        structures=None if structures is None else tuple(structures),
+        held={c: tuple(z) for c, z in held.items()} if heldout_only else None,
+        baselines=baselines,
+    )
+    context = json.loads(json.dumps({
+        "model": job.model, "weights": job.weights, "data": str(ds.root.resolve()), "labels": ds.provenance(),
+        "mode": mode, "masks": job.masks, "split": split, "reference": reference,
+        "structures": None if structures is None else list(structures), "heldout": heldout_only,
+        "baselines": baselines,
+    }))  # fmt: skip
+    predictor_key = (job.model, job.weights, job.device)
+    worker_cache_put(predictor_key, predictor)  # this process already holds the model: no second load here
+    book = None if journal is None else Journal(journal, context)
+    per_case: dict[str, list[QARow]] = {}
+    failures: dict[str, str] = {}
+    if book is not None:
+        per_case.update({c: [row_from_json(r) for r in rec["rows"]] for c, rec in book.succeeded().items()})
+    todo = [c for c in cases_ids if c not in per_case]
+    listed: Iterable[str] = todo if track is None else track(todo, "scoring", len(todo))
+
+    def arrived(cid: str, value: list[QARow] | None, error: str | None) -> None:
+        if value is not None:
+            per_case[cid] = value
+        else:
+            failures[cid] = error or "failed"
+            logger.warning("case %s failed: %s", cid, failures[cid])
+        if book is not None:
+            book.append({"case": cid, "rows": [row_to_json(r) for r in value or []], "error": error})
+        if on_case_done is not None:
+            on_case_done(cid, error)
+
+    try:
+        run_cases(qa_case, job, listed, engine or Engine(), arrived)
+    finally:
+        if book is not None:
+            book.close()
+    rows = [r for c in cases_ids for r in per_case.get(c, [])]
+    return QAResult(
+        rows,
+        _evaluate(rows) if reference is not None else None,
+        failures=failures,
+        ids=list(cases_ids),
+        context=context,
+    )
+
+
+def _allowed(case: Case, heldout_only: bool, held: dict[str, Any]) -> tuple[bool, list[int] | None]:
+    """Whether a case is scored (not when only held-out slices are and it has none) and its slices (None: all)."""
+    allowed: list[int] | None = None
+    if case.spatial_dims == 3:
+        allowed = list(case.labelled_slices) if case.labelled_slices is not None else None
+        if heldout_only:
+            if case.id not in held:
+                return False, None
+            allowed = list(held[case.id])
+    return True, allowed
+
+
+@dataclass(frozen=True)
+class QAJob:
+    """What a worker needs to score one case (picklable; sent once per worker on Dask)."""
+
+    model: str
+    weights: str
+    device: str
+    data: Dataset
+    mode: CandidateMode
+    masks: str | None
+    reference: str | None
+    structures: tuple[str, ...] | None
+    held: dict[str, tuple[int, ...]] | None
+    baselines: bool
+
+
+def _load_sentinel(job: QAJob) -> SentinelPredictor:
+    from labelwise.methods.base import open_run
+    from labelwise.methods.sentinel import SentinelConfig, SentinelPredictor
+
+    return SentinelPredictor(open_run(job.model, SentinelConfig, job.device))
+
+
+def qa_case(job: QAJob, case_id: str) -> list[QARow]:
+    """The rows of one case (``raters`` or ``masks`` mode); the sentinel is loaded once per worker process."""
+    from labelwise.engine.cohort import worker_cache
+    from labelwise.methods.sentinel import score_label_map, take_slice
+
+    predictor = worker_cache((job.model, job.weights, job.device), lambda: _load_sentinel(job))
+    case = job.data[case_id]
+    scored, allowed = _allowed(case, job.held is not None, job.held or {})
+    if not scored:
+        return []
+    seg = predictor.segmenter_probs(case, allowed) if job.baselines else None
+    structures = None if job.structures is None else list(job.structures)
+    masks = None if job.masks is None else Path(job.masks)
+    rows: list[QARow] = []
+    for source, lab in _candidates(case, job.mode, masks, job.reference):
+        if lab.shape != case.spatial_shape:
+            raise DataError(f"case {case.id}: mask {source} has shape {lab.shape}, image {case.spatial_shape}")
+        ref = _reference(case, job.reference, source)
+        scores = score_label_map(predictor, case, lab, structures, allowed, seg)
+        for s in scores:
+            row = QARow(
+                case.id,
+                s.structure,
+                source,
+                s.predicted_dice,
+                len(s.slices),
+                s.empty,
+                baselines=s.baselines or None,
+                slices=s.slices,
+                slice_pred=s.slice_scores,
+                slice_baselines=s.slice_baselines or None,
+            )
+            if ref is not None:
+                k = case.class_names.index(s.structure)
+                c3, r3 = lab == k, ref == k
+                if allowed is not None:
+                    c3, r3 = c3[..., allowed], r3[..., allowed]
+                row.true_dice = dice(c3, r3)
+                row.slice_true = tuple(dice(take_slice(lab == k, z), take_slice(ref == k, z)) for z in s.slices)
+            rows.append(row)
+    return rows
+
+
+def row_to_json(row: QARow) -> dict[str, Any]:
+    """A :class:`QARow` as a JSON-ready dict (a journal record; floats kept exactly)."""
+    return asdict(row)
+
+
+def row_from_json(d: dict[str, Any]) -> QARow:
+    """The inverse of :func:`row_to_json`."""
+    sb = d.get("slice_baselines")
+    return QARow(
+        **{
+            **d,
+            "slices": tuple(d["slices"]),
+            "slice_pred": tuple(d["slice_pred"]),
+            "slice_true": tuple(d["slice_true"]),
+            "slice_baselines": None if sb is None else {k: tuple(v) for k, v in sb.items()},
+        }
+    )
+
+
+def merge_qa_parts(out: str | Path, *, allow_partial: bool = False) -> tuple[QAResult, list[str]]:
+    """Combine the parts under ``out/parts`` of ``labelwise qa --num-parts N`` into one run's result.
+
+    The rows are the parts' own (exactly), in the run's case order; the ranks, the per-case table and the
+    evaluation against the reference are recomputed from them by the code of a single run.
+
+    Raises:
+        DataError: No parts, overlapping or mismatched parts, or (without ``allow_partial``) missing ones.
+
+    """
+    from labelwise.engine.cohort import collect_parts
+
+    parts = collect_parts(out, "qa", allow_partial=allow_partial)
+    rows = [row_from_json(r) for rec in parts.records.values() for r in rec["rows"]]
+    failures = {c: rec["error"] for c, rec in parts.records.items() if rec.get("error") is not None}
+    evaluation = _evaluate(rows) if parts.context.get("reference") is not None else None
+    return QAResult(rows, evaluation, failures=failures, ids=list(parts.records)), parts.missing_parts
 
 
 def _perturb_rows(
