@@ -71,7 +71,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(page, expression: str, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     """Poll ``expression`` in the page until it is truthy.
 
     Playwright's ``wait_for_function`` compiles its predicate with ``eval`` inside the page, which the viewer's

@@ -91,10 +91,15 @@ function renderList() {
   }
 }
 
+let queueRequest = 0; // only the latest queue request may write the queue (an earlier, slower one is dropped)
+
 async function loadQueue() {
   const strategy = $("queue-strategy").value;
+  const ticket = ++queueRequest;
   if (strategy === "qa-table") {
-    state.qaRows = await api("/api/queue");
+    const rows = await api("/api/queue");
+    if (ticket !== queueRequest) return;
+    state.qaRows = rows;
     $("queue-info").textContent = "every row of the QA table, worst predicted Dice first";
     return;
   }
@@ -104,10 +109,12 @@ async function loadQueue() {
   try {
     res = await api(`/api/next?strategy=${encodeURIComponent(strategy)}&n=${QUEUE_SIZE}&include_reviewed=${include}`);
   } catch (e) {
+    if (ticket !== queueRequest) return;
     state.queue = [];
     $("queue-info").textContent = `${strategy}: ${e.message}`;
     return;
   }
+  if (ticket !== queueRequest) return;
   state.queue = res.cases;
   const skipped = res.skipped_reviewed.length ? `, ${res.skipped_reviewed.length} reviewed left out` : "";
   $("queue-info").textContent = `${res.strategy}: ${res.cases.length} of ${res.candidates} candidates${skipped}`;
