@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LABELS_OPTION",
     "REMOVED_IN",
+    "AllowPartial",
     "Command",
     "Labels",
     "NumParts",
@@ -133,6 +134,11 @@ PartId = Annotated[
     typer.Option("--part-id", min=0, help="Which part to run, 0..N-1 (e.g. $SLURM_ARRAY_TASK_ID); writes OUT/parts/."),
 ]
 """``--part-id K``: the part of ``--num-parts`` this process runs."""
+AllowPartial = Annotated[
+    bool,
+    typer.Option("--allow-partial", help="Merge the parts present even when some are missing or unfinished."),
+]
+"""``--allow-partial`` of ``labelwise predict|evaluate|qa merge``: ``allow_partial: AllowPartial = False``."""
 Scheduler = Annotated[
     str | None,
     typer.Option(

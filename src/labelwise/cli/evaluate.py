@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from labelwise.cli.common import LABELS_OPTION, Labels, NumParts, PartId, Scheduler
+from labelwise.cli.common import LABELS_OPTION, AllowPartial, Labels, NumParts, PartId, Scheduler
 
 if TYPE_CHECKING:
     from labelwise.evaluation import SliceSelection
@@ -213,9 +213,7 @@ def evaluate(
 
 def evaluate_merge(
     out: Path = typer.Option(..., "--out", help="The --out folder the parts wrote into (OUT/parts/part-K-of-N/)."),
-    allow_partial: bool = typer.Option(
-        False, "--allow-partial", help="Merge the parts present even when some are missing or unfinished."
-    ),
+    allow_partial: AllowPartial = False,
 ) -> None:
     """Combine the parts of `labelwise evaluate --num-parts N --part-id K` into OUT's per_case.csv and summaries.
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from labelwise.cli.common import NumParts, PartId, Scheduler
+from labelwise.cli.common import AllowPartial, NumParts, PartId, Scheduler
 
 if TYPE_CHECKING:
     from labelwise.data import Dataset
@@ -178,9 +178,7 @@ def predict(
 
 def predict_merge(
     out: Path = typer.Option(..., "--out", help="The prediction folder the parts wrote into."),
-    allow_partial: bool = typer.Option(
-        False, "--allow-partial", help="Write the index of the parts present even when some are missing or unfinished."
-    ),
+    allow_partial: AllowPartial = False,
 ) -> None:
     """Write predictions.json of a prediction folder filled by `labelwise predict --num-parts N --part-id K`.
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from labelwise.cli.common import LABELS_OPTION, Labels, NumParts, PartId, Scheduler
+from labelwise.cli.common import LABELS_OPTION, AllowPartial, Labels, NumParts, PartId, Scheduler
 
 if TYPE_CHECKING:
     from labelwise.quality.qa import CandidateMode
@@ -134,9 +134,7 @@ def qa(
 
 def qa_merge(
     out: Path = typer.Option(..., "--out", help="The --out folder the parts wrote into (OUT/parts/part-K-of-N/)."),
-    allow_partial: bool = typer.Option(
-        False, "--allow-partial", help="Merge the parts present even when some are missing or unfinished."
-    ),
+    allow_partial: AllowPartial = False,
 ) -> None:
     """Combine the parts of `labelwise qa --num-parts N --part-id K` into OUT's quality tables.
 
