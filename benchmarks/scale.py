@@ -14,6 +14,13 @@ shifted, resized copy; image, label and prediction as NIfTI), then times the sam
 For each: wall time, cases per second, and the peak resident memory of the client process (``ru_maxrss`` of the
 process that runs the command; worker processes are not counted: they hold one case at a time). Prints one JSON
 line per run and the ratios against the targets of issue 20. Everything the command writes goes under ``--root``.
+
+A user's first ``evaluate`` after install (issue 20, 4c): ``--cold-cache`` gives every run an empty numba cache
+(``NUMBA_CACHE_DIR``), so it compiles the metric kernels as a fresh install does; ``--source DIR`` runs the
+labelwise package found in ``DIR`` instead (e.g. an older version from ``git archive``), for a before/after in
+the same conditions::
+
+    python benchmarks/scale.py --cases 6 --shape 256,256,160 --configs "1 process" --cold-cache
 """
 
 from __future__ import annotations
@@ -71,9 +78,25 @@ def make_cohort(root: Path, n: int, shape: tuple[int, int, int], seed: int = 0) 
     return data, pred
 
 
+ENV: dict[str, str] = {}
+"""Extra environment of every command (``--cold-cache``, ``--source``)."""
+
+
+def _env() -> dict[str, str]:
+    import os
+    import tempfile
+
+    env = dict(os.environ, **ENV)
+    if env.pop("SCALE_COLD_CACHE", None):
+        env["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="lw-numba-")  # empty: compile as after install
+    return env
+
+
 def run(args: list[str]) -> dict[str, Any]:
     """One ``labelwise ARGS`` in a fresh process: exit code, wall time and the client's peak RSS."""
-    proc = subprocess.run([sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, *args], capture_output=True, text=True, check=False, env=_env()
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("SCALE "):
             return dict(json.loads(line[6:]))
@@ -83,12 +106,14 @@ def run(args: list[str]) -> dict[str, Any]:
 def run_parts(base: list[str], n_parts: int) -> dict[str, Any]:
     """``n_parts`` processes at once, then the merge; wall time of the whole, the largest client RSS."""
     t = time.perf_counter()
+    env = _env()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RUNNER, *base, "--num-parts", str(n_parts), "--part-id", str(k)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         for k in range(n_parts)
     ]
@@ -114,7 +139,13 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/lw_scale"))
     ap.add_argument("--metrics", default="dice,hd95,nsd")
     ap.add_argument("--configs", default="1 process,--workers 2,local:1,local:2,2 parts")
+    ap.add_argument("--cold-cache", action="store_true", help="each run with an empty numba cache (first use)")
+    ap.add_argument("--source", type=Path, help="a folder holding the labelwise package to run instead")
     args = ap.parse_args()
+    if args.cold_cache:
+        ENV["SCALE_COLD_CACHE"] = "1"
+    if args.source is not None:
+        ENV["PYTHONPATH"] = str(args.source.resolve())
     shape = tuple(int(s) for s in args.shape.split(","))
     assert len(shape) == 3
     chosen = [c.strip() for c in args.configs.split(",")]
@@ -130,7 +161,7 @@ def main() -> None:
             base = ["evaluate", "--pred", str(pred), "--data", str(data), "--out", str(out), "--split", "all"]
             base += ["--metrics", args.metrics, "--n-bootstrap", "0"]
             res = run_parts(base, 2) if name == "2 parts" else run([*base, *CONFIGS[name]])
-            res.update(cases=n, config=name, cases_per_s=n / res["wall_s"])
+            res.update(cases=n, config=name, cases_per_s=n / res["wall_s"], cold_cache=bool(args.cold_cache))
             results[(n, name)] = res
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}), flush=True)
     for n in args.cases or [1000]:

@@ -26,6 +26,21 @@ def test_import_is_light_and_silent() -> None:
     assert out.stderr == ""
 
 
+def test_evaluation_and_cohort_need_no_torch() -> None:
+    """``labelwise evaluate`` and each Dask worker import these; torch would add seconds to each process."""
+    code = (
+        "import sys\n"
+        "import labelwise.cli.evaluate, labelwise.evaluation, labelwise.engine.cohort, labelwise.quality.loop\n"
+        "import labelwise.engine as e\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "missing = [n for n in e.__all__ if getattr(e, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "assert sorted(e._LAZY) == sorted(e.__all__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_cli_help_answers() -> None:
     cmd = [sys.executable, "-m", "labelwise.cli", "--help"]
     out = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")

@@ -50,7 +50,7 @@ def test_predict_parts_then_merge(trained: tuple[Path, Path], tmp_path: Path) ->
     _same_predictions(one, parts)
 
 
-@pytest.mark.slow  # a LocalCluster of 2 processes, each importing torch: ~25 s on 2 cores
+# a LocalCluster of 2 worker processes, each loading the model (issue 20: in CI)
 def test_predict_on_a_local_cluster(trained: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     data, run = trained

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labelwise.data import DatasetWriter
+from labelwise.data import Dataset, DatasetWriter
+from labelwise.errors import DataError
 from labelwise.evaluation import (
     CANDIDATES_COLUMN,
     DEFAULT_METRICS,
@@ -104,6 +106,22 @@ def test_evaluate_folder_scores_and_reports_failures(folders: tuple[Path, Path])
     d_ab = 2 * 27 / 75
     assert soft["soft_dice"] == pytest.approx((6 + 3 * d_ab) / 9)
     assert res.summary["metrics"]["dice"]["organ"]["majority"]["mean"] == 1.0
+
+
+def test_evaluation_reads_labels_not_image_voxels(folders: tuple[Path, Path]) -> None:
+    """The images' voxels are never read: cut their data short and every case still scores the same."""
+    data, pred = folders
+    before = evaluate_folder(pred, data, split="test", config=EvaluationConfig(n_bootstrap=0))
+    for image in sorted((data / "images").glob("*.nii.gz")):
+        raw = gzip.decompress(image.read_bytes())
+        image.write_bytes(gzip.compress(raw[: len(raw) - 8]))  # header intact, voxels cut short
+    with pytest.raises(DataError, match="cannot read NIfTI"):
+        Dataset(data).load("c1")
+    case = Dataset(data).load("c1", image=False)
+    assert not case.image_read and case.image.shape == (1, *SHAPE) and np.isnan(case.image).all()
+    assert case.image.nbytes == 0 or case.image.strides == (0,) * case.image.ndim
+    after = evaluate_folder(pred, data, split="test", config=EvaluationConfig(n_bootstrap=0))
+    assert after.failures == before.failures and after.rows == before.rows
 
 
 def test_cli_end_to_end(folders: tuple[Path, Path], tmp_path: Path) -> None:

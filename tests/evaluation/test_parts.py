@@ -131,7 +131,7 @@ def test_rerun_of_a_killed_part_skips_the_cases_done(cohort: tuple[Path, Path], 
     assert (out / "per_case.csv").read_bytes() == (one / "per_case.csv").read_bytes()
 
 
-@pytest.mark.slow  # a LocalCluster of 2 processes, each importing torch: ~25 s on 2 cores
+# a LocalCluster of 2 worker processes (issue 20: the three commands on Dask in CI)
 def test_dask_local_cluster_gives_the_same_tables(cohort: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     data, pred = cohort

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from labelwise.errors import DataError
-from labelwise.io import read_image, read_label, write_image, write_label
+from labelwise.io import read_image, read_image_geometry, read_label, write_image, write_label
 
 
 def _nifti(path: Path, data: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Path:
@@ -42,6 +42,36 @@ def test_2d_png_where_3d_expected(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 5), dtype=np.uint8)).save(p)
     with pytest.raises(DataError, match=r"slice\.png.*2 axes"):
         read_image(p, 3)
+
+
+def test_geometry_without_the_voxels(tmp_path: Path) -> None:
+    """read_image_geometry gives read_image's shape, spacing and affine; a NIfTI's voxels are never read."""
+    cases = {
+        "v.nii.gz": np.zeros((4, 5, 6), np.float32),
+        "rgb.nii.gz": np.zeros((4, 5, 6, 3), np.float32),
+        "five.nii.gz": np.zeros((4, 5, 6, 1, 2), np.float32),
+    }
+    for name, data in cases.items():
+        p = _nifti(tmp_path / name, data, (0.5, 0.7, 2.0))
+        img = read_image(p, 3)
+        shape, spacing, affine = read_image_geometry(p, 3)
+        assert shape == img.array.shape and spacing == img.spacing_mm, name
+        np.testing.assert_array_equal(affine, img.affine)
+    png = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((4, 5, 3), dtype=np.uint8)).save(png)
+    assert read_image_geometry(png, 2)[0] == (3, 4, 5)
+    # a volume whose data is cut short: read_image fails, the header alone is still fine
+    p = _nifti(tmp_path / "cut.nii.gz", np.random.default_rng(0).random((20, 20, 20)).astype(np.float32))
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(DataError, match="cannot read NIfTI"):
+        read_image(p, 3)
+    assert read_image_geometry(p, 3)[0] == (1, 20, 20, 20)
+    p.write_bytes(b"not a nifti")
+    with pytest.raises(DataError, match=r"cut\.nii\.gz: cannot read NIfTI header"):
+        read_image_geometry(p, 3)
+    with pytest.raises(DataError, match=r"fmri\.nii\.gz.*expected 3 spatial axes"):
+        read_image_geometry(_nifti(tmp_path / "fmri.nii.gz", np.zeros((2, 2, 2, 2, 2, 2), np.float32)), 3)
 
 
 def test_truncated_nifti(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ class Case:
         split: ``"train"``, ``"val"``, ``"test"`` or None.
         labelled_slices: For partially labelled volumes, the indices along the last spatial axis whose labels
             are valid (None: every slice of a present rater map is valid).
+        image_read: False when the case was loaded without its voxels (``Dataset.load(..., image=False)``):
+            ``image`` is then a read-only NaN placeholder that only gives the shape.
 
     """
 
@@ -40,6 +42,7 @@ class Case:
     class_names: tuple[str, ...] = ("background", "foreground")
     split: str | None = None
     labelled_slices: tuple[int, ...] | None = None
+    image_read: bool = True
 
     @property
     def spatial_dims(self) -> int:

@@ -23,7 +23,16 @@ from labelwise.data.review import (
     reviewed_manifest,
 )
 from labelwise.errors import ConfigError, DataError
-from labelwise.io import read_image, read_label, safe_join, write_image, write_json_atomic, write_label
+from labelwise.io import (
+    ImageData,
+    read_image,
+    read_image_geometry,
+    read_label,
+    safe_join,
+    write_image,
+    write_json_atomic,
+    write_label,
+)
 from labelwise.io.paths import check_id
 
 __all__ = ["Dataset", "DatasetWriter"]
@@ -127,8 +136,14 @@ class Dataset:
         return path
 
     # ------------------------------------------------------------------ loading
-    def load(self, case_id: str) -> Case:
+    def load(self, case_id: str, *, image: bool = True) -> Case:
         """Read one case from disk.
+
+        Args:
+            case_id: The case.
+            image: False reads only the image's geometry (a NIfTI header), not its voxels, for work that needs
+                the labels alone (``labelwise evaluate``): the case's ``image`` is then a read-only NaN
+                placeholder of the right shape that takes no memory, and ``image_read`` is False.
 
         Raises:
             DataError: unreadable files, or raters whose shape/spacing differs from the image's.
@@ -137,7 +152,11 @@ class Dataset:
         rec = self.record(case_id)
         nd = self.spatial_dims
         img_path = self.resolve(rec.image)
-        img = read_image(img_path, nd)
+        if image:
+            img = read_image(img_path, nd)
+        else:
+            shape, spacing, affine = read_image_geometry(img_path, nd)
+            img = ImageData(np.broadcast_to(np.float32(np.nan), shape), spacing, affine)
         maps = []
         for rater_id, rel in rec.labels.items():
             lab_path = self.resolve(rel)
@@ -170,6 +189,7 @@ class Dataset:
             class_names=self.class_names,
             split=rec.split,
             labelled_slices=rec.labelled_slices,
+            image_read=image,
         )
 
     def __getitem__(self, case_id: str) -> Case:

@@ -157,12 +157,19 @@ def case_sizes(paths: Mapping[str, Sequence[Path]]) -> dict[str, int]:
     return out
 
 
-def case_files(dataset: Dataset, ids: Sequence[str], masks: str | Path | None = None) -> dict[str, list[Path]]:
-    """Case id -> its files (image, rater labels, and ``masks/<case>.nii.gz``): what :func:`partition` balances."""
+def case_files(
+    dataset: Dataset, ids: Sequence[str], masks: str | Path | None = None, *, image: bool = True
+) -> dict[str, list[Path]]:
+    """Case id -> the files a case's work reads: what :func:`partition` balances.
+
+    These are the image (unless ``image`` is False: ``evaluate`` reads only its header), the rater labels, and
+    ``masks/<case>.nii.gz``.
+    """
     out: dict[str, list[Path]] = {}
     for cid in ids:
         rec = dataset.record(cid)
-        files = [dataset.root / rec.image, *(dataset.root / p for p in rec.labels.values())]
+        files = [dataset.root / rec.image] if image else []
+        files += [dataset.root / p for p in rec.labels.values()]
         if masks is not None:
             files.append(Path(masks) / f"{cid}.nii.gz")
         out[cid] = files
@@ -487,10 +494,10 @@ def run_cases(
     """Run ``fn(shared, case_id)`` for every id on ``engine``; ``on_result(case_id, value, error)`` as each finishes.
 
     ``fn`` must be a module-level function (it is pickled by reference to the workers) and ``shared`` picklable;
-    ``shared`` goes to each worker once on Dask (scattered), with each case on local processes. Results arrive in
-    completion order, in this process. A case whose ``fn`` raises comes back with ``error`` set (and ``value``
-    None); an error raised by ``on_result`` (or Ctrl-C) stops the run and its workers. Nothing starts (no
-    process, no cluster) when ``ids`` is empty.
+    ``shared`` goes to each worker once (Dask: scattered; local processes: when each starts), never with each
+    case. Results arrive in completion order, in this process. A case whose ``fn`` raises comes back with
+    ``error`` set (and ``value`` None); an error raised by ``on_result`` (or Ctrl-C) stops the run and its
+    workers. Nothing starts (no process, no cluster) when ``ids`` is empty.
     """
     it = iter(ids)
     first = next(it, None)
@@ -507,12 +514,19 @@ def run_cases(
         _run_processes(fn, shared, ids, engine, on_result)
 
 
-def _worker_init(parent_pid: int) -> None:
-    """Tie a worker process to its parent: it exits when the parent is gone and leaves Ctrl-C to the parent.
+_WORKER_SHARED: dict[str, Any] = {}
+"""A local worker process's ``shared`` object of :func:`run_cases`, sent once when the worker starts."""
 
-    Linux: ``PR_SET_PDEATHSIG`` kills the worker with the parent. Everywhere (and as a fallback): a daemon thread
-    polls the parent pid twice a second.
+
+def _worker_init(parent_pid: int, token: str, shared: Any) -> None:
+    """Set up a local worker process: tied to its parent, holding the run's ``shared`` object.
+
+    ``shared`` is pickled once per worker, not once per case. The worker exits when the parent is gone and leaves
+    Ctrl-C to the parent. Linux: ``PR_SET_PDEATHSIG`` kills the worker with the parent. Everywhere (and as a
+    fallback): a daemon thread polls the parent pid twice a second.
     """
+    _WORKER_SHARED.clear()
+    _WORKER_SHARED[token] = shared
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
@@ -529,6 +543,11 @@ def _worker_init(parent_pid: int) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="labelwise-parent-watch", daemon=True).start()
+
+
+def _guarded_in_worker(fn: Callable[[Any, str], R], token: str, case_id: str) -> tuple[R | None, str | None]:
+    """:func:`_guarded` in a local worker, with the ``shared`` object :func:`_worker_init` kept."""
+    return _guarded(fn, _WORKER_SHARED[token], case_id)
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
@@ -552,12 +571,15 @@ def _run_processes(
 ) -> None:
     """Local worker processes; at most ``in_flight`` cases submitted; the workers die with this process."""
     limit = engine.in_flight or 2 * engine.workers
-    pool = ProcessPoolExecutor(max_workers=engine.workers, initializer=_worker_init, initargs=(os.getpid(),))
+    token = uuid.uuid4().hex
+    pool = ProcessPoolExecutor(
+        max_workers=engine.workers, initializer=_worker_init, initargs=(os.getpid(), token, shared)
+    )
     todo: Iterator[str] = iter(ids)
     running: dict[Future[tuple[R | None, str | None]], str] = {}
     try:
         for cid in todo:
-            running[pool.submit(_guarded, fn, shared, cid)] = cid
+            running[pool.submit(_guarded_in_worker, fn, token, cid)] = cid
             if len(running) >= limit:
                 break
         while running:
@@ -571,11 +593,15 @@ def _run_processes(
                 on_result(cid, value, err)
                 nxt = next(todo, None)
                 if nxt is not None:
-                    running[pool.submit(_guarded, fn, shared, nxt)] = nxt
+                    running[pool.submit(_guarded_in_worker, fn, token, nxt)] = nxt
     except BaseException:  # Ctrl-C, or an error in on_result: no worker may outlive this call
         _stop_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+"""The Dask setting of the worker environment variable that ``local:N`` clusters leave unset."""
 
 
 @contextlib.contextmanager
@@ -590,9 +616,15 @@ def dask_client(engine: Engine) -> Iterator[Any]:
     """
     assert engine.scheduler is not None
     distributed = require_extra("distributed", "dask", feature="--scheduler")
+    import dask
+
     with contextlib.ExitStack() as stack:
         if engine.scheduler.startswith(LOCAL_PREFIX):
             n = int(engine.scheduler[len(LOCAL_PREFIX) :])
+            # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back to
+            # the OS after nearly every case: measured 50-60 % more CPU per case here (docs/benchmarks.md, "Scale").
+            # A variable the user exported still wins (Dask reads the environment first).
+            stack.enter_context(dask.config.set({TRIM_KEY: None}))
             cluster = stack.enter_context(
                 distributed.LocalCluster(
                     n_workers=n,

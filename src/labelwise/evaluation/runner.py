@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,7 +114,7 @@ def _evaluate_case(
 ) -> CaseResult:
     """Read one case and its prediction, match classes, select slices, then :func:`score_case`."""
     ds = data_root if isinstance(data_root, Dataset) else Dataset(data_root)
-    case = ds.load(case_id)
+    case = ds.load(case_id, image=False)  # no metric reads the voxels: a NIfTI image costs only its header
     if case.num_raters == 0:
         raise DataError(f"case {case_id} has no rater labels to evaluate against", ds.root)
     if not (pred_dir / f"{case_id}.nii.gz").exists():
@@ -177,6 +178,32 @@ def _evaluate_case(
         for row in rows:
             row[SLICES_COLUMN] = text
     return CaseResult(case_id, rows=rows, slices=chosen)
+
+
+def _warm_up_kernels(*, parallel: bool, surfels: bool, dims: tuple[int, ...]) -> threading.Thread | None:
+    """Compile the metric kernels a run uses (or load numba's on-disk cache) before the first case needs them.
+
+    With worker processes this runs here, before they start, so that each loads the cache instead of compiling
+    the kernels itself. In one process it runs in a background thread while the first cases are read: the
+    first call of a kernel then waits only for what is left of its compilation (numba compiles each once, under
+    its own lock), and on a fresh install the 5-9 s of compilation overlap the reading. The caller joins the
+    thread before returning, so that no compilation is cut off at interpreter exit.
+    """
+    from labelwise.metrics import warm_up
+
+    if parallel:
+        warm_up(surfels=surfels, dims=dims, batch=False)
+        return None
+
+    def background() -> None:
+        try:
+            warm_up(surfels=surfels, dims=dims, batch=False)
+        except Exception as exc:  # the first real call compiles (and reports) on its own
+            logger.debug("background warm-up of the metric kernels failed: %s", exc)
+
+    thread = threading.Thread(target=background, name="labelwise-metric-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _score(shared: tuple[str, Dataset, EvaluationConfig, tuple[str, ...], tuple[str, ...]], case_id: str) -> CaseResult:
@@ -332,18 +359,18 @@ def evaluate_folder(
     if not ids:
         raise DataError(f"no cases in split {split!r}", ds.root)
     if part is not None:
-        ids = partition(case_sizes(case_files(ds, ids, pdir)), part.num_parts)[part.part_id]
+        ids = partition(case_sizes(case_files(ds, ids, pdir, image=False)), part.num_parts)[part.part_id]
     context = _context(ds, index, split, cfg, pdir)
     listed = set(index.cases)
     extra = sorted(set(index.cases) - set(ds.ids))
     if extra:
         logger.warning("%d prediction(s) match no dataset case and are ignored: %s", len(extra), extra[:5])
-    if (eng.scheduler is not None or eng.workers > 1) and any(_uses_kernels(m) for m in cfg.metrics):
-        # compile the metric kernels (or load numba's on-disk cache) once here, before the workers start, so that
-        # each worker process loads the cache instead of compiling them itself
-        from labelwise.metrics import warm_up
-
-        warm_up(surfels=cfg.surface == "surfels")
+    warming = None
+    if any(_uses_kernels(m) for m in cfg.metrics):
+        per_slice = any(_uses_kernels(m) and m.endswith(PER_SLICE_SUFFIX) for m in cfg.metrics)
+        dims = (ds.spatial_dims, 2) if per_slice else (ds.spatial_dims,)
+        parallel = eng.scheduler is not None or eng.workers > 1
+        warming = _warm_up_kernels(parallel=parallel, surfels=cfg.surface == "surfels", dims=dims)
     book = None if journal is None else Journal(journal, context)
     results: dict[str, CaseResult] = {}
     if book is not None:
@@ -379,6 +406,8 @@ def evaluate_folder(
     finally:
         if book is not None:
             book.close()
+        if warming is not None:
+            warming.join()
     return build_result(context, ids, results)
 
 

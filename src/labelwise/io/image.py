@@ -28,6 +28,7 @@ __all__ = [
     "ImageData",
     "file_format",
     "read_image",
+    "read_image_geometry",
     "read_label",
     "spacing_affine",
     "write_image",
@@ -222,29 +223,85 @@ def read_image(path: str | Path, spatial_dims: int, channels: int | None = None)
     """
     p = Path(path)
     data, affine, spacing, fmt = _load(p, spatial_dims)
-    if fmt == "nifti" and data.ndim == spatial_dims + 2 and data.shape[spatial_dims] == 1:
-        data = data.reshape(*data.shape[:spatial_dims], data.shape[-1])  # (X, Y, Z, 1, C) 5D NIfTI
-    if data.ndim == spatial_dims:
-        arr = data[None]
-    elif data.ndim == spatial_dims + 1:
-        arr = data if fmt in ("npy", "npz") else np.moveaxis(data, -1, 0)
-    else:
-        raise DataError(
-            f"image has {data.ndim} axes {tuple(data.shape)}; expected {spatial_dims} spatial axes "
-            f"(+ optionally one channel axis)",
-            p,
-        )
-    if channels is not None and arr.shape[0] != channels:
-        raise DataError(
-            f"image has shape {tuple(data.shape)} = {arr.shape[0]} channels of {spatial_dims}D; expected "
-            f"{channels} channel(s) (is this a {spatial_dims + 1}D file where a {spatial_dims}D one is expected?)",
-            p,
-        )
+    layout = _image_layout(tuple(data.shape), fmt, spatial_dims, channels, p)
+    arr = data.reshape(layout.file_shape)
+    arr = arr[None] if layout.channel_axis is None else np.moveaxis(arr, layout.channel_axis, 0)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if arr.size == 0:
         raise DataError("image is empty (zero voxels)", p)
     _check_finite(arr, p)
     return ImageData(arr, tuple(spacing[:spatial_dims]), affine)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where an image file keeps its channels.
+
+    The file's array reshaped to ``file_shape`` (a 5D NIfTI's singleton axis dropped) has them on ``channel_axis``
+    (None: one channel, no axis); ``shape`` is ``(C, *spatial)``.
+    """
+
+    file_shape: tuple[int, ...]
+    channel_axis: int | None
+    shape: tuple[int, ...]
+
+
+def _image_layout(shape: tuple[int, ...], fmt: Format, spatial_dims: int, channels: int | None, path: Path) -> _Layout:
+    """The channel layout of an image file of array ``shape`` (the one rule of :func:`read_image`)."""
+    original = shape
+    if fmt == "nifti" and len(shape) == spatial_dims + 2 and shape[spatial_dims] == 1:
+        shape = (*shape[:spatial_dims], shape[-1])  # (X, Y, Z, 1, C) 5D NIfTI
+    if len(shape) == spatial_dims:
+        layout = _Layout(shape, None, (1, *shape))
+    elif len(shape) == spatial_dims + 1:
+        if fmt in ("npy", "npz"):  # written channel-first by write_image
+            layout = _Layout(shape, 0, shape)
+        else:
+            layout = _Layout(shape, len(shape) - 1, (shape[-1], *shape[:-1]))
+    else:
+        raise DataError(
+            f"image has {len(original)} axes {original}; expected {spatial_dims} spatial axes "
+            f"(+ optionally one channel axis)",
+            path,
+        )
+    if channels is not None and layout.shape[0] != channels:
+        raise DataError(
+            f"image has shape {original} = {layout.shape[0]} channels of {spatial_dims}D; expected "
+            f"{channels} channel(s) (is this a {spatial_dims + 1}D file where a {spatial_dims}D one is expected?)",
+            path,
+        )
+    return layout
+
+
+def read_image_geometry(path: str | Path, spatial_dims: int) -> tuple[tuple[int, ...], tuple[float, ...], np.ndarray]:
+    """The ``(C, *spatial)`` shape, spacing and affine :func:`read_image` would return, without the voxels.
+
+    NIfTI files are read from their header only (a compressed volume is not decompressed), which is what lets
+    ``labelwise evaluate`` skip the images it does not score; other formats are read whole.
+
+    Raises:
+        DataError: unreadable file or a shape :func:`read_image` refuses.
+
+    """
+    p = Path(path)
+    if file_format(p) != "nifti":
+        img = read_image(p, spatial_dims)
+        return tuple(img.array.shape), img.spacing_mm, img.affine
+    if not p.is_file():
+        raise DataError("file not found", p)
+    import nibabel as nib
+
+    try:
+        nii: Any = nib.load(str(p))
+        shape = tuple(int(n) for n in nii.shape)
+        affine = np.asarray(nii.affine, dtype=np.float64)
+        zooms = tuple(float(z) for z in nii.header.get_zooms())
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise DataError(f"cannot read NIfTI header ({type(exc).__name__}: {exc})", p) from None
+    layout = _image_layout(shape, "nifti", spatial_dims, None, p)
+    if int(np.prod(layout.shape)) == 0:
+        raise DataError("image is empty (zero voxels)", p)
+    return layout.shape, zooms[:spatial_dims], affine
 
 
 def read_label(path: str | Path, spatial_dims: int) -> ImageData:

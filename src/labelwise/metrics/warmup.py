@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,11 +29,14 @@ __all__ = ["warm_up"]
 logger = logging.getLogger(__name__)
 
 
-def warm_up(*, surfels: bool = False) -> float:
+def warm_up(*, surfels: bool = False, dims: Sequence[int] = (2, 3), batch: bool = True) -> float:
     """Compile (or load from the on-disk cache) the kernels of Dice, confusion counts and the surface metrics.
 
     Args:
         surfels: Also compile the ``surface="surfels"`` path (DeepMind surface-distance's definition).
+        dims: The spatial dimensions whose surface kernels to compile (each is its own compilation).
+        batch: Also compile :func:`~labelwise.metrics.batch_surface_scores` (2-D stacks), the slowest kernel to
+            compile (several seconds); ``labelwise evaluate`` does not use it.
 
     Returns:
         Seconds spent.
@@ -45,11 +49,14 @@ def warm_up(*, surfels: bool = False) -> float:
     dice(a, b)
     batch_confusion(a, b)
     confusion_matrix(a.astype(np.uint8), b.astype(np.uint8), 2)
+    pairs = {3: (a, b, (1.0, 1.0, 2.0)), 2: (a[1], b[1], (1.0, 2.0))}
     for surface in ("voxels", "surfels") if surfels else ("voxels",):
-        for p, t, spacing in ((a, b, (1.0, 1.0, 2.0)), (a[1], b[1], (1.0, 2.0))):
+        for nd in sorted(set(dims)):
+            p, t, spacing = pairs[nd]
             sd = surface_distances(p, t, spacing, surface=surface)
             sd.hausdorff(), sd.hausdorff_percentile(95.0), sd.assd(), sd.masd(), sd.nsd(1.0)
-        batch_surface_scores(a, b, (1.0, 2.0), surface=surface)
+        if batch:
+            batch_surface_scores(a, b, (1.0, 2.0), surface=surface)
     seconds = time.perf_counter() - t0
     logger.debug("metric kernels ready in %.2f s", seconds)
     return seconds
