@@ -15,6 +15,7 @@ Record conventions checked by ``tests/test_results_pipeline.py``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,10 +31,17 @@ __all__ = [
     "import_once",
     "mean_std",
     "provenance_line",
+    "score_predictions",
+    "score_rules",
+    "score_split",
     "step_dir",
     "summary_rows",
+    "train_step",
     "write_json",
 ]
+
+Scores = Callable[[np.ndarray, Any], dict[str, float]]
+"""Per-case values of a predicted boolean mask for a case (a :class:`labelwise.data.Case`)."""
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -64,6 +72,96 @@ def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
     value = compute()
     write_json(path, value)
     return value
+
+
+def train_step(work: Path, method: str, data: Path, seed: int, how: Mapping[str, Any], *key: Any) -> Path:
+    """Train (or resume, or reuse) ``method`` on ``data`` with ``how`` (``preset``, ``overrides``); the run folder.
+
+    The step folder is keyed by the method, ``how`` and ``key`` (what defines the training data), so a changed rule
+    trains anew and a killed run resumes.
+    """
+    from labelwise.methods import train
+
+    run_dir = step_dir(work, f"train-{method}-s{seed}", method, dict(how), *key) / "run"
+    train(method, data, run_dir, overrides=how["overrides"], preset=how["preset"])
+    return run_dir
+
+
+def score_predictions(
+    run_dir: Path, ds_dir: Path, ids: Sequence[str], options: Mapping[str, Any], score: Scores
+) -> dict[str, dict[str, float]]:
+    """Case -> ``score(mask, case)`` of the trained run's foreground probability >= 0.5, with prediction ``options``."""
+    from labelwise.data import Dataset
+    from labelwise.methods import load_run
+
+    _, _, predictor = load_run(run_dir)
+    ds = Dataset(ds_dir)
+    out = {}
+    for cid in ids:
+        case = ds[cid]
+        out[cid] = score(predictor.predict(case, **options).probs[1] >= 0.5, case)
+    return out
+
+
+def score_rules(
+    ds_dir: Path, ids: Sequence[str], rules: Mapping[str, Callable[[np.ndarray], np.ndarray]], score: Scores
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Rule -> case -> ``score(rule(image), case)`` for training-free rules of a ``(C, *spatial)`` image."""
+    from labelwise.data import Dataset
+
+    ds = Dataset(ds_dir)
+    out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in rules}
+    for cid in ids:
+        case = ds[cid]
+        for name, rule in rules.items():
+            out[name][cid] = score(rule(case.image), case)
+    return out
+
+
+def score_split(
+    work: Path,
+    split: str,
+    ids: Sequence[str],
+    rules_key: Any,
+    score_rules_fn: Callable[[], dict[str, Any]],
+    trained: Mapping[str, tuple[str, Mapping[str, Any]]],
+    runs: Mapping[tuple[str, int], Path],
+    training_key: Any,
+    score_run: Callable[[Path, Mapping[str, Any]], dict[str, Any]],
+    per_seed: dict[str, Any],
+    seed_mean: Callable[[list[dict[str, float]]], dict[str, float]],
+) -> dict[str, Any]:
+    """One split's per-case values: the training-free rules, then each trained row per seed, each step cached.
+
+    Args:
+        work: The table's work folder.
+        split: The split's name (in the step folders' names).
+        ids: The split's cases.
+        rules_key: What defines the rules (hashed into their step folder).
+        score_rules_fn: Computes ``{rule: {case: values}}``.
+        trained: Row -> ``(method, prediction options)``.
+        runs: ``(method, seed)`` -> the trained run folder; the seeds are taken from it.
+        training_key: What defines the trainings (hashed into the scores' step folders).
+        score_run: ``(run folder, options) -> {case: values}``.
+        per_seed: Filled with ``{seed: {split: {row: {case: values}}}}``.
+        seed_mean: A case's values over seeds -> its row values.
+
+    Returns:
+        ``{row: {case: values}}`` for the rules and the trained rows.
+
+    """
+    seeds = sorted({s for _, s in runs})
+    out = dict(cached_json(step_dir(work, f"baselines-{split}", rules_key, list(ids)) / "scores.json", score_rules_fn))
+    for row, (method, opts) in trained.items():
+        vals = []
+        for s in seeds:
+            key = (row, opts, training_key, str(runs[(method, s)]), list(ids))
+            sdir = step_dir(work, f"scores-{row}-{split}-s{s}", *key)
+            v = cached_json(sdir / "scores.json", functools.partial(score_run, runs[(method, s)], opts))
+            per_seed.setdefault(str(s), {}).setdefault(split, {})[row] = v
+            vals.append(v)
+        out[row] = {c: seed_mean([v[c] for v in vals]) for c in ids}
+    return out
 
 
 def import_once(importer: str, src: Path, dest: Path, options: Any = None) -> Path:

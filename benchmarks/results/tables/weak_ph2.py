@@ -16,6 +16,7 @@ threshold of the map, hole filling, largest component, :func:`labelwise.methods.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -106,41 +107,21 @@ def _score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {k: float(f(pred, gt)) for k, f in zip(METRICS, fns, strict=True)}
 
 
-def _score_baselines(ds_dir: Path, ids: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    from labelwise.data import Dataset
+def _case_scores(pred: np.ndarray, case: Any) -> dict[str, float]:
+    return _score(pred, case.raters[0] > 0)
 
-    ds = Dataset(ds_dir)
-    out: dict[str, dict[str, dict[str, float]]] = {m: {} for m in BASELINES}
-    for cid in ids:
-        case = ds[cid]
-        gt = case.raters[0] > 0
-        for m in BASELINES:
-            out[m][cid] = _score(ph2_training_free.predict_baseline(m, case.image), gt)
-    return out
+
+def _score_baselines(ds_dir: Path, ids: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    rules = {m: partial(ph2_training_free.predict_baseline, m) for m in BASELINES}
+    return common.score_rules(ds_dir, ids, rules, _case_scores)
 
 
 def _train(ctx: Context, method: str, train_dir: Path, seed: int) -> Path:
-    """Train (or resume, or reuse) ``method`` on the old images' train split; returns the run folder."""
-    from labelwise.methods import train
-
-    how = _train_overrides(seed, ctx.quick)
-    run_dir = common.step_dir(ctx.work, f"train-{method}-s{seed}", method, how, TRAIN_SOURCE) / "run"
-    train(method, train_dir, run_dir, overrides=how["overrides"], preset=how["preset"])  # resumes a killed run
-    return run_dir
+    return common.train_step(ctx.work, method, train_dir, seed, _train_overrides(seed, ctx.quick), TRAIN_SOURCE)
 
 
-def _score_trained(run_dir: Path, ds_dir: Path, ids: list[str], options: dict[str, Any]) -> dict[str, Any]:
-    from labelwise.data import Dataset
-    from labelwise.methods import load_run
-
-    _, _, predictor = load_run(run_dir)
-    ds = Dataset(ds_dir)
-    out = {}
-    for cid in ids:
-        case = ds[cid]
-        pred = predictor.predict(case, **options).probs[1] >= 0.5
-        out[cid] = _score(pred, case.raters[0] > 0)
-    return out
+def _score_trained(ds_dir: Path, ids: list[str], run_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+    return common.score_predictions(run_dir, ds_dir, ids, options, _case_scores)
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -166,19 +147,19 @@ def run(ctx: Context) -> dict[str, Any]:
         if ctx.quick:
             ids = ids[:QUICK_CASES]
         splits[split] = {"role": role, "source": folder, "description": desc, "n": len(ids), "cases": ids}
-        base_dir = common.step_dir(ctx.work, f"baselines-{split}", cfg["baselines"], ids)
-        per_case[split] = common.cached_json(base_dir / "scores.json", partial(_score_baselines, ds_dir, ids))
-        for row, (method, opts, _) in TRAINED.items():
-            vals = []
-            for s in seeds:
-                key = (row, opts, cfg["training"], str(runs[(method, s)]), ids)
-                sdir = common.step_dir(ctx.work, f"scores-{row}-{split}-s{s}", *key)
-                v = common.cached_json(
-                    sdir / "scores.json", partial(_score_trained, runs[(method, s)], ds_dir, ids, opts)
-                )
-                per_seed[str(s)].setdefault(split, {})[row] = v
-                vals.append(v)
-            per_case[split][row] = {c: {k: float(np.mean([v[c][k] for v in vals])) for k in METRICS} for c in ids}
+        per_case[split] = common.score_split(
+            ctx.work,
+            split,
+            ids,
+            cfg["baselines"],
+            partial(_score_baselines, ds_dir, ids),
+            {row: (method, opts) for row, (method, opts, _) in TRAINED.items()},
+            runs,
+            cfg["training"],
+            partial(_score_trained, ds_dir, ids),
+            per_seed,
+            lambda vals: {k: float(np.mean([v[k] for v in vals])) for k in METRICS},
+        )
     rows = common.summary_rows(per_case, splits, ROWS, METRICS)
     summary = _summary(per_case, splits)
     return {
