@@ -15,6 +15,7 @@ from labelwise.engine.cohort import (
     Journal,
     PartSpec,
     check_workers,
+    dask_client,
     parse_scheduler,
     partition,
     run_cases,
@@ -142,6 +143,24 @@ def test_local_cluster_workers_keep_glibc_trimming_default(monkeypatch: pytest.M
     assert dask.config.get("distributed.nanny.pre-spawn-environ") == before  # the setting is restored after
 
 
+def test_local_cluster_serves_no_http_page() -> None:
+    """Dask starts an HTTP server on the scheduler and each worker even without a dashboard; ours answer 404."""
+    pytest.importorskip("distributed")
+    import urllib.error
+    import urllib.request
+
+    with dask_client(Engine(scheduler="local:1")) as client:
+        info = client.scheduler_info(n_workers=-1)
+        host = client.scheduler.address.split("://")[1].rsplit(":", 1)[0]
+        ports = [info["services"]["dashboard"]]
+        ports += [w["services"]["dashboard"] for w in info["workers"].values() if "dashboard" in w["services"]]
+        assert len(ports) == 2
+        for port in ports:
+            for path in ("/info/main/workers.html", "/json/counts.json", "/health", "/metrics"):
+                with pytest.raises(urllib.error.HTTPError, match="404"):
+                    urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5)
+
+
 def test_scheduler_that_does_not_answer() -> None:
     pytest.importorskip("distributed")
     engine = Engine(scheduler="tcp://127.0.0.1:9", connect_timeout_s=1.0)
@@ -155,18 +174,22 @@ def test_scheduler_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         run_cases(_square, 1, ["1"], Engine(scheduler="local:1"), lambda c, v, e: None)
 
 
-def _die_once(marker: str, case_id: str) -> str:
-    """Kill the worker process the first time any case runs; the rescheduled task then succeeds."""
-    flag = Path(marker)
-    if not flag.exists():
-        flag.write_text("died once")
+def _die_twice(marker: str, case_id: str) -> str:
+    """Kill the worker process the first two times any case runs (at most two: the marker files are created
+    atomically); the rescheduled tasks then succeed. With two workers, both original workers die."""
+    for k in range(2):
+        try:
+            os.close(os.open(f"{marker}.{k}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
         os._exit(1)
     return case_id
 
 
-def test_dask_reschedules_the_cases_of_a_worker_that_died(cluster: Any, tmp_path: Path) -> None:
+def test_dask_reschedules_the_cases_of_workers_that_died(cluster: Any, tmp_path: Path) -> None:
+    """Every worker that held the run's shared object dies: the cases are still computed, on the restarted ones."""
     got: dict[str, Any] = {}
     engine = Engine(scheduler=cluster.scheduler_address, batch=2)
-    run_cases(_die_once, str(tmp_path / "died"), ["a", "b", "c"], engine, lambda c, v, e: got.update({c: (v, e)}))
-    assert (tmp_path / "died").exists()
+    run_cases(_die_twice, str(tmp_path / "died"), ["a", "b", "c"], engine, lambda c, v, e: got.update({c: (v, e)}))
+    assert (tmp_path / "died.0").exists() and (tmp_path / "died.1").exists()
     assert got == {"a": ("a", None), "b": ("b", None), "c": ("c", None)}

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -494,10 +495,10 @@ def run_cases(
     """Run ``fn(shared, case_id)`` for every id on ``engine``; ``on_result(case_id, value, error)`` as each finishes.
 
     ``fn`` must be a module-level function (it is pickled by reference to the workers) and ``shared`` picklable;
-    ``shared`` goes to each worker once (Dask: scattered; local processes: when each starts), never with each
-    case. Results arrive in completion order, in this process. A case whose ``fn`` raises comes back with
-    ``error`` set (and ``value`` None); an error raised by ``on_result`` (or Ctrl-C) stops the run and its
-    workers. Nothing starts (no process, no cluster) when ``ids`` is empty.
+    ``shared`` goes to each worker once (Dask: a task whose result each worker fetches once; local processes: when
+    each starts), never with each case. Results arrive in completion order, in this process. A case whose ``fn``
+    raises comes back with ``error`` set (and ``value`` None); an error raised by ``on_result`` (or Ctrl-C) stops
+    the run and its workers. Nothing starts (no process, no cluster) when ``ids`` is empty.
     """
     it = iter(ids)
     first = next(it, None)
@@ -604,6 +605,11 @@ TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 """The Dask setting of the worker environment variable that ``local:N`` clusters leave unset."""
 
 
+NO_HTTP: dict[str, list[str]] = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+"""Dask settings for ``local:N`` clusters: their HTTP servers (which Dask starts even without a dashboard, on
+127.0.0.1) serve no page, so no web page in the user's browser can read the cluster's state (paths, case ids)."""
+
+
 @contextlib.contextmanager
 def dask_client(engine: Engine) -> Iterator[Any]:
     """A Dask client for ``engine.scheduler`` (a new ``LocalCluster`` for ``local:N``), workers checked.
@@ -624,7 +630,10 @@ def dask_client(engine: Engine) -> Iterator[Any]:
             # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back to
             # the OS after nearly every case: measured 50-60 % more CPU per case here (docs/benchmarks.md, "Scale").
             # A variable the user exported still wins (Dask reads the environment first).
-            stack.enter_context(dask.config.set({TRIM_KEY: None}))
+            stack.enter_context(dask.config.set({TRIM_KEY: None, **NO_HTTP}))
+            # That server moves to a free port when 8787 is taken (another cluster): nothing for the user to do.
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
             cluster = stack.enter_context(
                 distributed.LocalCluster(
                     n_workers=n,
@@ -673,6 +682,11 @@ def check_workers(client: Any, paths: Sequence[str], timeout_s: float = 10.0) ->
             )
 
 
+def _identity(value: S) -> S:
+    """The run's ``shared`` object as a Dask task result (recomputable when the workers holding it die)."""
+    return value
+
+
 def _guarded_batch(fn: Callable[[S, str], R], shared: S, case_ids: Sequence[str]) -> list[tuple[R | None, str | None]]:
     """A batch of cases in one task (one scheduler round trip for several cases); each case still fails alone."""
     return [_guarded(fn, shared, cid) for cid in case_ids]
@@ -692,7 +706,9 @@ def _run_dask(
         n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
         size = max(1, engine.batch)
         limit = max(1, (engine.in_flight or 2 * n_workers * size) // size)  # tasks in flight
-        shared_f = client.scatter(shared, broadcast=True, hash=False)
+        # A task, not ``scatter``: scattered data has no recipe, so if every worker holding it dies, the cases that
+        # need it are cancelled; a task's result is recomputed on a live worker. Workers fetch it once each.
+        shared_f = client.submit(_identity, shared, key=f"labelwise-{token}-shared", pure=False)
         todo = iter(ids)
         keys: dict[str, list[str]] = {}
         pending: dict[str, Any] = {}
