@@ -64,10 +64,14 @@ SELECTING = ("quality", "uncertainty", "diversity", "mix", "random")
 QUBIQ_SOURCE = "qubiq_brain_growth/brain_growth_alpha.zip"
 BUBIL_SOURCE = "bubil_cells"
 
+# The CPU protocol (declared in docs/protocol.md before its first run): the default ``supervised`` network and
+# optimiser with shorter epochs, 50 x 20 = 1,000 steps on BU-BIL's 80 x 80 patches and 50 x 10 = 500 on QUBIQ's
+# 128 x 128 ones; a warm start trains ceil(50 / 4) = 13 epochs of the same length (260 / 130 steps). The default
+# schedule (50 x 100 steps, warm 1,300) is about 170,000 steps in all: drop the ``overrides`` on a GPU.
 FULL: dict[str, Any] = {
     "datasets": {
-        "bubil_d5": {"k": 4, "split": "test"},
-        "qubiq": {"k": 3, "split": "dev"},
+        "bubil_d5": {"k": 4, "split": "test", "overrides": ["train.steps_per_epoch=20"]},
+        "qubiq": {"k": 3, "split": "dev", "overrides": ["train.steps_per_epoch=10"]},
     },
     "rounds": 3,
     "seeds": [0, 1, 2],
@@ -225,7 +229,7 @@ def _prepare(ctx: Context, name: str, seed: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------- steps
 
 
-def _train(ctx: Context, data: Any, run_dir: Path, seed: int, init: Path | None) -> Path:
+def _train(ctx: Context, name: str, data: Any, run_dir: Path, seed: int, init: Path | None) -> Path:
     import labelwise.methods as lm
     from labelwise.data import Dataset
 
@@ -233,7 +237,7 @@ def _train(ctx: Context, data: Any, run_dir: Path, seed: int, init: Path | None)
     if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("status") == "finished":
         return run_dir
     s = _setup(ctx.quick)
-    overrides = [*s["overrides"], f"train.seed={seed}"]
+    overrides = [*s["overrides"], *s["datasets"][name].get("overrides", []), f"train.seed={seed}"]
     lm.train(METHOD, data if init is None else Dataset(data, labels="reviewed"), run_dir, overrides=overrides,
              preset=s["preset"], init=init)  # fmt: skip
     return run_dir
@@ -335,7 +339,7 @@ def _trajectory(ctx: Context, name: str, seed: int, strategy: str, data: dict[st
                 apply_corrections(pool, {c: data["truth"][c] for c in picked})
             picked_file.write_text(json.dumps(picked), encoding="utf-8")
         chosen.append(picked)
-        run_dir = _train(ctx, pool, rdir / "run", seed, previous)
+        run_dir = _train(ctx, name, pool, rdir / "run", seed, previous)
         dice_by_round.append(_test_dice(ctx, run_dir, data, rdir))
         previous = run_dir
     out = {"chosen": chosen, "test_dice": dice_by_round}
@@ -368,7 +372,7 @@ def run(ctx: Context) -> dict[str, Any]:
             label_dice[seed] = data["label_dice"]
             key = (config(ctx.quick), name, seed, data["pool_ids"])
             folder = step_dir(ctx.work, f"round0-{name}-s{seed}", *key)
-            run0 = _train(ctx, data["pool"], folder / "run", seed, None)
+            run0 = _train(ctx, name, data["pool"], folder / "run", seed, None)
             round0[seed] = _test_dice(ctx, run0, data, folder)
             for st in STRATEGIES:
                 traj[st][seed] = _trajectory(ctx, name, seed, st, data, run0)
