@@ -28,12 +28,12 @@ cd "$work"
 labelwise demo --quick --out demo
 test -s demo/report.html || { echo "base install ($mode): demo wrote no report" >&2; exit 1; }
 
-# Packaged files: the viewer's page and the report template must ship in a non-editable install.
+# Packaged files: the viewer's page, the report template and the PEP 561 marker must ship in a non-editable install.
 python - <<'EOF'
 from importlib.resources import files
 
 for package, name in [("labelwise.viewer", "static/index.html"), ("labelwise.viewer", "static/app.js"),
-                      ("labelwise.report", "templates/report.html.j2")]:
+                      ("labelwise.report", "templates/report.html.j2"), ("labelwise", "py.typed")]:
     assert (files(package) / name).is_file(), f"{package}/{name} is not installed"
 EOF
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from monai.inferers import sliding_window_inference
+    from monai.inferers.utils import sliding_window_inference
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vol, desc = load_volume(args.volume, args.downsample)
@@ -61,9 +62,11 @@ def main() -> None:
         return sliding_window(net, x, patch, args.overlap, args.sw_batch)
 
     def monai() -> torch.Tensor:
-        return sliding_window_inference(x, patch, args.sw_batch, net, overlap=args.overlap, mode="gaussian")
+        out = sliding_window_inference(x, patch, args.sw_batch, net, overlap=args.overlap, mode="gaussian")
+        assert isinstance(out, torch.Tensor)
+        return out
 
-    def timed(fn) -> float:
+    def timed(fn: Callable[[], torch.Tensor]) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()

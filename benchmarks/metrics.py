@@ -111,7 +111,9 @@ def tools(
     """Closures computing Dice, HD95 and NSD with each library on the same masks."""
     import torch
     from medpy.metric import binary as mb
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+    from monai.metrics.hausdorff_distance import compute_hausdorff_distance
+    from monai.metrics.meandice import compute_dice
+    from monai.metrics.surface_dice import compute_surface_dice
 
     import labelwise.metrics as lw
 

@@ -92,7 +92,7 @@ def mrnet_conditions(folds: list[tuple[Path, Path]], split: str) -> str:
         r = len(ds.rater_ids)
         for cid in ds.split_ids(split):
             case = ds.load(cid)
-            maps = np.stack([pred.predict(case, rater_weights=np.eye(r)[i]).label > 0 for i in range(r)])
+            maps = np.stack([np.asarray(pred.predict(case, rater_weights=np.eye(r)[i]).label) > 0 for i in range(r)])
             mats.append(head_rater_dice(maps, case.raters > 0))
     names = ", ".join(run.name for _, run in folds)
     lines = [f"### MRNet one-hot conditions ({names}, {len(mats)} {split} cases)", ""]

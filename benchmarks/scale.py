@@ -63,7 +63,8 @@ def make_cohort(root: Path, n: int, shape: tuple[int, int, int], seed: int = 0) 
     affine = np.diag([*spacing, 1.0])
 
     def blob(center: np.ndarray, radii: np.ndarray) -> np.ndarray:
-        return (((grid - center) / radii) ** 2).sum(-1) <= 1.0
+        inside: np.ndarray = (((grid - center) / radii) ** 2).sum(-1) <= 1.0
+        return inside
 
     for i in range(n):
         cid = f"case{i:05d}"
@@ -152,7 +153,7 @@ def main() -> None:
     results: dict[tuple[int, str], dict[str, Any]] = {}
     for n in args.cases or [1000]:
         t = time.perf_counter()
-        data, pred = make_cohort(args.root, n, shape)  # type: ignore[arg-type]
+        data, pred = make_cohort(args.root, n, shape)
         print(json.dumps({"cohort": n, "shape": shape, "written_s": round(time.perf_counter() - t, 1)}), flush=True)
         for name in chosen:
             out = args.root / f"eval-{n}-{name.replace(' ', '_').replace(':', '').replace('--', '')}"

@@ -151,10 +151,11 @@ def cps_predictor(run: Path) -> CPSPredictor:
 
 
 def scores(
-    pred: np.ndarray, gt: np.ndarray, test: list[int], k: int, spacing: tuple[float, ...], tol: float
+    pred: np.ndarray | None, gt: np.ndarray, test: list[int], k: int, spacing: tuple[float, ...], tol: float
 ) -> dict[str, float]:
     """Per-class DSC (pooled over the test slices), NSD (2D per test slice, averaged; ``nsd``) and NSD per 3D case
     (the test slices at their true positions; ``nsd3d``); both-empty = 1."""
+    assert pred is not None, "the prediction has no label map"
     out: dict[str, float] = {}
     d_all, n_all, n3_all = [], [], []
     for c in range(1, k):
@@ -318,6 +319,7 @@ def main() -> None:
         t0 = time.perf_counter()
         CPSMethod.fit(ds, base_cfg(k, 0.1), args.work / f"cps_k{k}")
         cps = cps_predictor(args.work / f"cps_k{k}").predict(case)
+        assert cps.label is not None
         record(k, "cps", scores(cps.label, gt, test, nk, sp, st["tolerance_mm"]), time.perf_counter() - t0)
         t0 = time.perf_counter()
         ref = propagate_from_reference(case.image, cps.label, nk, None, stride=5)

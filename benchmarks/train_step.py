@@ -90,7 +90,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = dice_ce_loss(net(x), y)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         loss.item()
         stamps.append(time.perf_counter())

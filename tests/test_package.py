@@ -58,3 +58,10 @@ def test_registry_rejects_duplicates_and_lists_names() -> None:
         reg.register("a")(3)
     with pytest.raises(ConfigError, match="unknown thing 'zzz'; available: a, b"):
         reg.get("zzz")
+
+
+def test_package_declares_its_types() -> None:
+    """PEP 561: without ``py.typed`` a user's mypy treats every labelwise name as ``Any``."""
+    from importlib.resources import files
+
+    assert (files("labelwise") / "py.typed").is_file()

@@ -41,7 +41,7 @@ import math
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from benchmarks.results.common import cached_json, import_once, provenance_line, step_dir, summary_rows
@@ -284,7 +284,7 @@ def _select(strategy: str, pool: Path, run_dir: Path, folder: Path, k: int, seed
     """Predict the pool with the current model, then let ``select_cases`` choose k uncorrected cases."""
     from labelwise.data import Dataset
     from labelwise.metrics import dice
-    from labelwise.quality.select import select_cases
+    from labelwise.quality.select import Strategy, select_cases
 
     view = Dataset(pool, labels="reviewed")
     ids = view.ids
@@ -301,7 +301,7 @@ def _select(strategy: str, pool: Path, run_dir: Path, folder: Path, k: int, seed
                 w.writerow([cid, "foreground", view.load(cid).rater_ids[0], f"{dice(labels[cid] > 0, current):.6f}"])
     sel = select_cases(
         view,
-        strategy,
+        cast(Strategy, strategy),
         k,
         qa=qa if strategy in ("quality", "mix") else None,
         pred=pred if strategy in ("uncertainty", "mix") else None,

@@ -307,10 +307,11 @@ def _score(run_dir: Path, ds: Path, crowd: Sequence[str], stats: Mapping[str, An
     """Per method, per crowd mask of ``ds``: ``{"true_dice", "pred"}``."""
     import labelwise.methods as lm
     from labelwise.data import Dataset
-    from labelwise.methods.sentinel import score_label_map
+    from labelwise.methods.sentinel import SentinelPredictor, score_label_map
     from labelwise.metrics import dice
 
     _method, _cfg, predictor = lm.load_run(run_dir, device="cpu")
+    assert isinstance(predictor, SentinelPredictor), f"{run_dir} is not a sentinel run"
     d = Dataset(ds)
     out: dict[str, dict[str, dict[str, float]]] = {m: {} for m in METHODS}
     areas: dict[str, float] = {}
