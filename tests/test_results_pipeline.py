@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks.results.run import (
@@ -167,3 +168,20 @@ def test_quick_refuses_docs(tmp_path: Path) -> None:
         timeout=60,
     )
     assert res.returncode == 2 and "never writes into docs/results" in res.stderr
+
+
+def test_active_loop_says_when_the_gap_to_random_is_seed_noise() -> None:
+    """The best strategy's gap to random is compared with the seed-to-seed spread of the final Dice."""
+    from benchmarks.results.tables import active_loop as al
+
+    def summary(quality_finals: tuple[float, float]) -> dict[str, Any]:
+        finals = {st: (0.90, 0.92) for st in al.STRATEGIES} | {"quality": quality_finals}
+        per_seed = {st: {"0": [0.8, f[0]], "1": [0.8, f[1]]} for st, f in finals.items()}
+        curve = {st: [0.8, (f[0] + f[1]) / 2] for st, f in finals.items()}
+        return {"test_dice_by_round_per_seed": per_seed, "test_dice_by_round": curve}
+
+    best, gap, noise = al._gap_vs_noise(summary((0.91, 0.93)), 1)
+    assert best == "quality" and gap == pytest.approx(0.01) and noise == pytest.approx(0.02 / 2**0.5)
+    assert abs(gap) <= noise
+    best, gap, noise = al._gap_vs_noise(summary((0.95, 0.951)), 1)
+    assert best == "quality" and gap > noise

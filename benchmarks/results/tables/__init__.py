@@ -39,8 +39,7 @@ _register("label_quality_bubil", "benchmarks.results.tables.label_quality_bubil"
 _register("small_data", "benchmarks.results.tables.small_data")
 _register("rater_agreement", "benchmarks.results.tables.rater_agreement")
 _register("weak_ct", "benchmarks.results.tables.weak_ct")
-# no full-run record yet: run by name only
-_register("active_loop", "benchmarks.results.tables.active_loop", registered=False)
+_register("active_loop", "benchmarks.results.tables.active_loop")
 
 
 @dataclass(frozen=True)

@@ -458,8 +458,15 @@ def _cell(values: Mapping[int, Mapping[str, float]], cid: str, seeds: Sequence[i
 
 
 def _target(curve: Mapping[str, Sequence[float]], k: int, rounds: int) -> dict[str, Any]:
-    """Corrections each strategy needs to reach random's final mean test Dice, and whether the target is met."""
+    """Corrections each strategy needs to reach random's final mean test Dice, and whether the target is met.
+
+    ``measurable`` is False when random's corrections did not raise the held-out Dice above the starting model
+    (round 0): every strategy then "reaches" random's final with 0 corrections, which says nothing, so the target
+    is not met. (This rule was added after the first full run showed that case on BU-BIL; it can only turn a
+    "met" into "not measurable".)
+    """
     goal = curve["random"][rounds]
+    measurable = goal > curve["random"][0]
     needed: dict[str, int | None] = {}
     reached: dict[str, int] = {}
     for st in SELECTING:
@@ -474,7 +481,8 @@ def _target(curve: Mapping[str, Sequence[float]], k: int, rounds: int) -> dict[s
         "random_corrections": random_total,
         "needed": needed,
         "best": best,
-        "met": best is not None and reached[best] <= random_total / 2,
+        "measurable": measurable,
+        "met": measurable and best is not None and reached[best] <= random_total / 2,
     }
 
 
@@ -500,6 +508,31 @@ def check(record: Mapping[str, Any]) -> None:
                 assert math.isclose(frac, len(chosen & worst) / summ["worst_n"])
 
 
+def _seed_spread(summ: Mapping[str, Any], rounds: int) -> dict[str, float]:
+    """Per strategy, the sample std over seeds of the seed's mean test Dice after the last round (0 for one seed)."""
+    out = {}
+    for st, per_seed in summ["test_dice_by_round_per_seed"].items():
+        finals = [curve[rounds] for curve in per_seed.values()]
+        out[st] = float(np.std(finals, ddof=1)) if len(finals) > 1 else 0.0
+    return out
+
+
+def _gap_vs_noise(summ: Mapping[str, Any], rounds: int) -> tuple[str, float, float]:
+    """The best ``next`` strategy at the last round, its gap to random, and the median seed spread of the strategies."""
+    curve = summ["test_dice_by_round"]
+    best = max((st for st in SELECTING if st != "random"), key=lambda st: (curve[st][rounds], st))
+    spread = float(np.median(list(_seed_spread(summ, rounds).values())))
+    return best, curve[best][rounds] - curve["random"][rounds], spread
+
+
+def _worst_fixed_clause(summ: Mapping[str, Any]) -> str:
+    """``; worst labels fixed: quality 69 % vs random 31 %`` (the strategy that fixed the largest share)."""
+    fixed = {st: summ["worst_fixed"][st]["mean"] for st in SELECTING}
+    top = max((st for st in SELECTING if st != "random"), key=lambda st: (fixed[st], st))
+    share = f"{100 * fixed[top]:.0f} % vs random {100 * fixed['random']:.0f} %"
+    return f"; of the {summ['worst_n']} worst pool labels, {top} fixed {share}"
+
+
 def _fmt(stats: Mapping[str, float] | None) -> str:
     return "-" if stats is None else f"{stats['mean']:.1f} +- {stats['std']:.1f}"
 
@@ -518,15 +551,23 @@ def render(record: Mapping[str, Any]) -> str:
             f"per round; noisy label: {summ['labels']['noisy']}, reviewer: {summ['labels']['reviewer']})"
         )
         out.append("")
-        head = ["strategy", "round 0", *(f"round {r} ({r * k} fixed)" for r in range(1, rounds + 1)), "worst fixed"]
+        head = [
+            "strategy",
+            "round 0",
+            *(f"round {r} ({r * k} fixed)" for r in range(1, rounds + 1)),
+            "seed sd, last round",
+            "worst fixed",
+        ]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         start = _fmt(rows[("start/r0", split)]["metrics"].get("dice"))
+        spread = _seed_spread(summ, rounds)
         for st, label in STRATEGIES.items():
             cells = [start]
             for r in range(1, rounds + 1):
                 row = rows.get((f"{st}/r{r}", split))
                 cells.append(_fmt(None if row is None else row["metrics"].get("dice")))
             fx = summ["worst_fixed"][st]
+            cells.append(f"{100 * spread[st]:.1f}" if len(record["seeds"]) > 1 else "-")
             cells.append(f"{100 * fx['mean']:.0f} %")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         t = summ["target"]
@@ -534,7 +575,10 @@ def render(record: Mapping[str, Any]) -> str:
             f"{st} {'never' if t['needed'][st] is None else t['needed'][st]}" for st in SELECTING if st != "random"
         )
         verdict = (
-            f"**met** by {t['best']} ({t['needed'][t['best']]} corrections)"
+            f"**not measurable**: random's corrections did not raise the held-out Dice above the starting model's "
+            f"({100 * summ['test_dice_by_round']['random'][0]:.1f}), so every strategy 'reaches' it with 0 corrections"
+            if not t["measurable"]
+            else f"**met** by {t['best']} ({t['needed'][t['best']]} corrections)"
             if t["met"]
             else "**not met**"
             + (
@@ -543,11 +587,20 @@ def render(record: Mapping[str, Any]) -> str:
                 else ": no strategy reaches it within the rounds"
             )
         )
+        best, gap, noise = _gap_vs_noise(summ, rounds)
         out += [
             "",
             f"Target: reach random's final test Dice ({100 * t['random_final']:.1f}, after "
             f"{t['random_corrections']} corrections) with at most {t['random_corrections'] / 2:g} corrections: "
-            f"{verdict}. Corrections needed: {need}.",
+            f"{verdict}. Corrections needed: {need}. After the last round the best `next` strategy ({best}) is "
+            f"{100 * gap:+.1f} points from random; "
+            + (
+                "one seed, so the spread between seeds is not measured."
+                if len(record["seeds"]) < 2
+                else f"a strategy's final Dice varies by {100 * noise:.1f} points between seeds (median sample std "
+                "over the strategies): the gap is "
+                + ("**within** that spread." if abs(gap) <= noise else "larger than that spread.")
+            ),
             "",
         ]
     out.append(
@@ -570,11 +623,13 @@ def headline(record: Mapping[str, Any]) -> str:
     for name, summ in record["summary"].items():
         role = record["splits"][_split_name(name)]["role"]
         curve, t = summ["test_dice_by_round"], summ["target"]
-        best = max((st for st in SELECTING if st != "random"), key=lambda st: (curve[st][rounds], st))
+        best, gap, noise = _gap_vs_noise(summ, rounds)
         parts.append(
             f"{name} ({'test' if role == 'test' else 'dev data'}): best `next` strategy {best} "
             f"{100 * curve[best][rounds]:.1f} vs random {100 * curve['random'][rounds]:.1f} vs no correction "
             f"{100 * curve['none'][rounds]:.1f} test Dice after {rounds} x {summ['k']} corrections; target "
-            + ("met" if t["met"] else "not met")
+            + ("met" if t["met"] else "not met" if t["measurable"] else "not measurable (random gained nothing)")
+            + (" (the gap is within the seed-to-seed spread)" if len(record["seeds"]) > 1 and abs(gap) <= noise else "")
+            + _worst_fixed_clause(summ)
         )
     return "- **Active label loop (simulated review)**: " + "; ".join(parts) + "."
