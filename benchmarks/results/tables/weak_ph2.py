@@ -243,7 +243,9 @@ def render(record: dict[str, Any]) -> str:
         f"{seed_txt} ({record['config']['seeds_note']}). The two `cam` rows are the same trained network: the raw map "
         "at 0.5, and the map through the clean-up `cltn` applies (Otsu's threshold, hole filling, largest "
         "component). The training-free rows are the rules of `ph2_training_free` (no training, no labels); they "
-        "were scored on the 40 new images before (see the looks), `cam` and `cltn` never. JA per image minus "
+        "were scored on the 40 new images before (see the looks), `cam` and `cltn` "
+        + _earlier_looks(record)
+        + ". JA per image minus "
         "luminance Otsu's, mean: " + "; ".join(summ) + ". "
         f"The CLTN paper reports JA {paper['JA']} ({paper['source']}): other data, resolution and training "
         "scale, not comparable.",
@@ -251,6 +253,21 @@ def render(record: dict[str, Any]) -> str:
         common.provenance_line(record),
     ]
     return "\n".join(lines)
+
+
+def _looks(record: dict[str, Any]) -> int:
+    return int(record.get("looks", {}).get("test_looks_this_version", 0))
+
+
+def _earlier_looks(record: dict[str, Any]) -> str:
+    """How often ``cam``/``cltn`` of this config were scored on the test images before this record's run."""
+    before = _looks(record) - 1
+    return "never before this run" if before <= 0 else f"{before} time(s) before this run with the same config"
+
+
+def _look_ordinal(record: dict[str, Any]) -> str:
+    n = _looks(record)
+    return {1: "first", 2: "second", 3: "third"}.get(n, f"look {n}:")
 
 
 def headline(record: dict[str, Any]) -> str:
@@ -261,7 +278,7 @@ def headline(record: dict[str, Any]) -> str:
         return ""
     info = record["splits"][split]
     where = (
-        f"the {info['n']} untouched new PH2 images (first look for `cltn`/`cam`)"
+        f"the {info['n']} untouched new PH2 images ({_look_ordinal(record)} look for `cltn`/`cam` with this config)"
         if info["role"] == "test"
         else f"{info['n']} dev images (quick run, no test data)"
     )
