@@ -28,7 +28,8 @@ the same warm-started retraining, so the extra training steps alone are measured
 corrected after the rounds.
 
 Target (issue 19): the best strategy reaches random's final test Dice with at most half of random's corrections.
-"Corrections needed" is the first round (times k) whose mean test Dice over seeds reaches random's final one.
+"Corrections needed" is the first round (times k) whose mean test Dice over seeds reaches random's final one. The
+target is "not measurable" when random's final Dice is not above round 0's (nothing to reach sooner).
 
 ``--quick`` runs QUBIQ dev only: 3 pool cases, 3 held-out val cases, k = 1, 1 round, the ``smoke`` preset.
 """
