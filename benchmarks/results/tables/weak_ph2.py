@@ -265,11 +265,6 @@ def _earlier_looks(record: dict[str, Any]) -> str:
     return "never before this run" if before <= 0 else f"{before} time(s) before this run with the same config"
 
 
-def _look_ordinal(record: dict[str, Any]) -> str:
-    n = _looks(record)
-    return {1: "first", 2: "second", 3: "third"}.get(n, f"look {n}:")
-
-
 def headline(record: dict[str, Any]) -> str:
     """One bullet for the overview: default weak method on the untouched test images beside luminance Otsu."""
     split = "test" if "test" in record["splits"] else "dev"
@@ -278,7 +273,7 @@ def headline(record: dict[str, Any]) -> str:
         return ""
     info = record["splits"][split]
     where = (
-        f"the {info['n']} untouched new PH2 images ({_look_ordinal(record)} look for `cltn`/`cam` with this config)"
+        f"the {info['n']} untouched new PH2 images (looks for `cltn`/`cam` with this config: {_looks(record)})"
         if info["role"] == "test"
         else f"{info['n']} dev images (quick run, no test data)"
     )
