@@ -185,3 +185,19 @@ def test_active_loop_says_when_the_gap_to_random_is_seed_noise() -> None:
     assert abs(gap) <= noise
     best, gap, noise = al._gap_vs_noise(summary((0.95, 0.951)), 1)
     assert best == "quality" and gap > noise
+
+
+def test_quality_helpers_on_known_answers() -> None:
+    """recall_worst shares ties at the cut; auroc_below is the Mann-Whitney AUROC of the low scores."""
+    from benchmarks.results.common import auroc_below, quality_metrics, recall_worst
+
+    true = [0.1, 0.5, 0.9, 0.95, 0.97, 0.99, 0.6, 0.92, 0.93, 0.94]
+    assert recall_worst(true, true, 0.2) == 1.0  # a perfect ranking finds both worst masks
+    assert recall_worst([0.5] * 10, true, 0.2) == pytest.approx(0.2)  # a constant gets the chance value k / n
+    assert recall_worst([-t for t in true], true, 0.2) == 0.0
+    assert auroc_below(true, true, 0.8) == 1.0 and auroc_below([-t for t in true], true, 0.8) == 0.0
+    assert auroc_below([0.5] * 10, true, 0.8) == 0.5 and math.isnan(auroc_below(true, [0.9] * 10, 0.8))
+    vals = {str(i): {"true_dice": t, "pred": 0.9} for i, t in enumerate(true)}
+    m = quality_metrics(vals, predicts_dice=True)
+    assert m["pearson"] is None and m["n_bad"] == 3 and m["mae"] == pytest.approx(sum(abs(0.9 - t) for t in true) / 10)
+    assert quality_metrics(vals, predicts_dice=False)["mae"] is None

@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "auroc_below",
     "cached_json",
     "import_once",
     "mean_std",
     "provenance_line",
+    "quality_metrics",
+    "recall_worst",
     "score_predictions",
     "score_rules",
     "score_split",
@@ -235,3 +238,62 @@ def provenance_line(record: Mapping[str, Any], extra: str = "") -> str:
     else:
         text += " Dev data only (no untouched test split in this table)."
     return text + (" " + extra if extra else "")
+
+
+def recall_worst(pred: Sequence[float], true: Sequence[float], fraction: float = 0.1) -> float:
+    """Expected share of the truly worst ``fraction`` among the ``fraction`` ranked worst (ties at the cut shared).
+
+    ``k = max(1, round(fraction * n))``; masks tied with the k-th lowest score share the remaining places, so the
+    value is the expected recall under random tie-breaking (a constant score gets the chance value ``k / n``).
+    """
+    p, t = np.asarray(pred, float), np.asarray(true, float)
+    k = max(1, round(fraction * p.size))
+    worst = np.argsort(t, kind="stable")[:k]
+    cut = np.sort(p)[k - 1]
+    below = p < cut
+    at = p == cut
+    weight = below.astype(float) + at * ((k - below.sum()) / at.sum())
+    return float(weight[worst].sum() / k)
+
+
+def auroc_below(pred: Sequence[float], true: Sequence[float], bad: float) -> float:
+    """AUROC of ``-pred`` for flagging the positives ``true < bad`` (Mann-Whitney, ties 1/2); nan without both."""
+    from scipy.stats import rankdata
+
+    p, t = np.asarray(pred, float), np.asarray(true, float)
+    pos = t < bad
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(-p)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def quality_metrics(
+    values: Mapping[str, Mapping[str, float]], *, predicts_dice: bool, bad: float = 0.8, fraction: float = 0.1
+) -> dict[str, Any]:
+    """Label-quality metrics of one score over masks ``{key: {"true_dice", "pred"}}`` (None where undefined).
+
+    ``pearson`` / ``spearman`` (labelwise.metrics; undefined for a constant score), ``mae`` only when the score
+    predicts a Dice (``predicts_dice``), ``recall_worst10`` (:func:`recall_worst`) and ``auroc_lt08``
+    (:func:`auroc_below` at ``bad``), beside ``n``, ``n_bad`` and the mean true and predicted values.
+    """
+    import math
+
+    from labelwise.metrics import mae, pearson, spearman
+
+    keys = sorted(values)
+    pred = [values[k]["pred"] for k in keys]
+    true = [values[k]["true_dice"] for k in keys]
+    out: dict[str, Any] = {
+        "n": len(keys),
+        "n_bad": int(sum(v < bad for v in true)),
+        "mean_true": float(np.mean(true)),
+        "mean_pred": float(np.mean(pred)),
+        "pearson": pearson(pred, true),
+        "spearman": spearman(pred, true),
+        "mae": mae(pred, true) if predicts_dice else None,
+        "recall_worst10": recall_worst(pred, true, fraction),
+        "auroc_lt08": auroc_below(pred, true, bad),
+    }
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}

@@ -40,6 +40,7 @@ _register("small_data", "benchmarks.results.tables.small_data")
 _register("rater_agreement", "benchmarks.results.tables.rater_agreement")
 _register("weak_ct", "benchmarks.results.tables.weak_ct")
 _register("active_loop", "benchmarks.results.tables.active_loop")
+_register("label_quality_ct", "benchmarks.results.tables.label_quality_ct", registered=False)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchmarks.results.common import cached_json, import_once, provenance_line, step_dir
+from benchmarks.results.common import cached_json, import_once, provenance_line, quality_metrics, step_dir
 from benchmarks.results.tables import Context
 
 __all__ = ["NAME", "check", "config", "headline", "render", "run"]
@@ -138,49 +138,8 @@ def config(quick: bool = False) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- metrics
 
 
-def _recall_worst(pred: Sequence[float], true: Sequence[float]) -> float:
-    """Expected share of the truly worst 10 % among the 10 % ranked worst (ties at the cut shared)."""
-    p, t = np.asarray(pred, float), np.asarray(true, float)
-    k = max(1, round(WORST_FRACTION * p.size))
-    worst = np.argsort(t, kind="stable")[:k]
-    cut = np.sort(p)[k - 1]
-    below = p < cut
-    at = p == cut
-    weight = below.astype(float) + at * ((k - below.sum()) / at.sum())
-    return float(weight[worst].sum() / k)
-
-
-def _auroc(pred: Sequence[float], true: Sequence[float]) -> float:
-    """AUROC of ``-pred`` for the positives ``true < BAD_DICE`` (ties 1/2); nan without both classes."""
-    from scipy.stats import rankdata
-
-    p, t = np.asarray(pred, float), np.asarray(true, float)
-    pos = t < BAD_DICE
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(-p)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _metrics(method: str, values: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
-    from labelwise.metrics import mae, pearson, spearman
-
-    keys = sorted(values)
-    pred = [values[k]["pred"] for k in keys]
-    true = [values[k]["true_dice"] for k in keys]
-    out: dict[str, Any] = {
-        "n": len(keys),
-        "n_bad": int(sum(v < BAD_DICE for v in true)),
-        "mean_true": float(np.mean(true)),
-        "mean_pred": float(np.mean(pred)),
-        "pearson": pearson(pred, true),
-        "spearman": spearman(pred, true),
-        "mae": mae(pred, true) if method in DICE_PREDICTORS else None,
-        "recall_worst10": _recall_worst(pred, true),
-        "auroc_lt08": _auroc(pred, true),
-    }
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+    return quality_metrics(values, predicts_dice=method in DICE_PREDICTORS, bad=BAD_DICE, fraction=WORST_FRACTION)
 
 
 def _summary_metrics(per_case: Mapping[str, Any], split_order: Sequence[str]) -> dict[str, Any]:

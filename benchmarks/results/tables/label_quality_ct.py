@@ -1,0 +1,382 @@
+"""Table ``label_quality_ct``: the Quality Sentinel on model-made label errors (TotalSegmentator fast vs full).
+
+Data: the TotalSegmentator example CT (``example_ct.nii.gz``, 122x101x112 at 3 mm, labels on slices 82..111),
+imported with the ``nifti-partial`` importer: rater ``model`` = the full TotalSegmentator model's labels
+(``example_seg``, the reference), rater ``fast`` = the 3 mm ``--fast`` model's labels (``example_seg_fast``, the
+masks to score). Both are model predictions, not manual labels: the "errors" are the fast model's.
+
+The sentinel is trained with its **current default recipe** and the ``ct`` preset (HU window -200..200) on half of
+the labelled slices (``slice_holdout=5``: blocks of 5 slices, every second block held out: trained on z 82-86,
+92-96, 102-106), reference ``model``, and without the ``fast`` masks (``rater_candidates=false``: the scored
+label map is never a training candidate). No validation split (one volume): the default schedule's last epoch is
+kept and nothing is selected. The overrides are the ones of the session-4 run that scored Pearson r = 0.29 with
+the then recipe (``docs/results-log.md``, "Label quality", part 2), so the two are comparable.
+
+Scored: every structure of ``fast`` present on the held-out slices, through :func:`labelwise.quality.qa.run_qa`
+(the code behind ``labelwise qa --raters --reference model --heldout --baselines``), at two levels: **structure**
+(true Dice = 3D Dice over the 15 held-out slices; predicted = the mean of the sentinel's slice scores) and
+**slice** (each scored slice of a structure, up to ``slices_per_structure`` = 10 per structure).
+
+Baselines, each fixed on the training slices (the sentinel's half; they read the ``fast`` masks there, which the
+sentinel does not, so they are if anything favoured):
+
+* ``constant``: the mean true Dice of ``fast`` on the training slices (per level);
+* ``area``: the structure's share of the held-out slab (slice: of the slice), as ``area``, ``-area`` or
+  ``-|area - median|``, the transform with the highest Spearman on the training slices;
+* ``softmax``, ``entropy``, ``tta_dice``: the uncertainty baselines of the sentinel run's own segmenter.
+
+**Dev only** (``docs/protocol.md``): one volume, and fast-vs-full on these held-out slices was scored before (the
+session-4 run), so a run adds no look.
+
+``--quick``: the same code on 4 structures (liver, spleen, both kidneys) with the sentinel's ``smoke`` preset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchmarks.results.common import (
+    cached_json,
+    import_once,
+    provenance_line,
+    quality_metrics,
+    step_dir,
+)
+from benchmarks.results.tables import Context
+
+__all__ = ["NAME", "check", "config", "headline", "render", "run"]
+
+NAME = "label_quality_ct"
+SOURCE = "totalsegmentator_example"
+REFERENCE = "model"
+CANDIDATE = "fast"
+SPLIT = "heldout"
+LEVELS = ("structure", "slice")
+BAD_DICE = 0.8
+WORST_FRACTION = 0.1
+METHODS = {
+    "sentinel": "**Quality Sentinel** (default recipe)",
+    "constant": "baseline: constant = `fast`'s mean Dice on the training slices",
+    "area": "baseline: mask area (transform fixed on the training slices)",
+    "softmax": "baseline: mean segmenter probability inside the mask",
+    "entropy": "baseline: 1 - mean segmenter entropy inside the mask",
+    "tta_dice": "baseline: Dice with the segmenter's flip-TTA mask",
+}
+BASELINES = tuple(m for m in METHODS if m != "sentinel")
+DICE_PREDICTORS = ("sentinel", "constant", "tta_dice")
+METRICS = ("pearson", "spearman", "mae", "recall_worst10", "auroc_lt08")
+METRIC_HEAD = {
+    "pearson": "Pearson r",
+    "spearman": "Spearman",
+    "mae": "MAE",
+    "recall_worst10": "worst-10 % recall",
+    "auroc_lt08": "AUROC (Dice < 0.8)",
+}
+AREA_TRANSFORMS = ("area", "-area", "-|area - median|")
+SLICE_HOLDOUT = 5
+OVERRIDES = (f"reference_rater={REFERENCE}", "rater_candidates=false", f"slice_holdout={SLICE_HOLDOUT}")
+OLD_RECIPE_PEARSON = 0.294  # docs/results-log.md, "Label quality" part 2, structure level, 30-epoch run
+QUICK_STRUCTURES = ("liver", "spleen", "kidney_left", "kidney_right")
+
+
+def config(quick: bool = False) -> dict[str, Any]:
+    """Everything that defines this table's numbers (hashed into ``config_hash``)."""
+    structures = list(QUICK_STRUCTURES) if quick else None
+    overrides = list(OVERRIDES) + ([f"structures={json.dumps(structures)}"] if structures else [])
+    return {
+        "data": {
+            "source": SOURCE,
+            "importer": "nifti-partial (example_ct + example_seg as 'model' + example_seg_fast as 'fast')",
+            "reference": REFERENCE,
+            "scored": CANDIDATE,
+        },
+        "sentinel": {
+            "preset": "smoke" if quick else "ct",
+            "overrides": overrides,
+            "training": "half of the labelled slices (slice_holdout blocks), reference 'model', 'fast' never a "
+            "candidate; no validation split: last epoch kept",
+        },
+        "scoring": {
+            "function": "labelwise.quality.qa.run_qa(mode='raters', reference='model', heldout_only=True, "
+            "baselines=True)",
+            "structures": structures,
+            "levels": list(LEVELS),
+        },
+        "baselines": {
+            "constant": "mean true Dice of 'fast' on the training slices (per level)",
+            "area": {
+                "score": "structure voxels / held-out slab voxels (slice: pixels / slice pixels)",
+                "transforms": list(AREA_TRANSFORMS),
+                "choice": "highest Spearman with true Dice on the training slices (per level)",
+            },
+            "uncertainty": "sentinel run's segmenter (flip-TTA probs): softmax, entropy, tta_dice",
+        },
+        "metrics": {
+            "true_dice": "structure: 3D Dice over the held-out slices; slice: Dice on the slice (labelwise.metrics)",
+            "pearson": "labelwise.metrics.pearson over the scored masks of a level",
+            "spearman": "labelwise.metrics.spearman (average ranks)",
+            "mae": "mean |pred - true|, only for scores that predict a Dice",
+            "recall_worst10": "benchmarks.results.common.recall_worst (ties at the cut shared)",
+            "auroc_lt08": "benchmarks.results.common.auroc_below at 0.8",
+        },
+        "seed": 0,
+    }
+
+
+def _metrics(method: str, values: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    return quality_metrics(values, predicts_dice=method in DICE_PREDICTORS, bad=BAD_DICE, fraction=WORST_FRACTION)
+
+
+def _summary_metrics(per_case: Mapping[str, Any]) -> dict[str, Any]:
+    return {lvl: {m: _metrics(m, per_case[lvl][m]) for m in METHODS} for lvl in LEVELS}
+
+
+def _area_score(area: Sequence[float], transform: str, median: float) -> list[float]:
+    a = np.asarray(area, float)
+    b = a if transform == "area" else -a if transform == "-area" else -np.abs(a - median)
+    return [float(v) for v in b]
+
+
+# ----------------------------------------------------------------------------------------------------- steps
+
+
+def _train(ctx: Context, ds: Path) -> tuple[Path, dict[str, Any]]:
+    """Train (or resume) the sentinel; returns the run dir and the parts of its meta the record keeps."""
+    import labelwise.methods as lm
+
+    cfg = config(ctx.quick)["sentinel"]
+    run_dir = step_dir(ctx.work, "sentinel", cfg, ds.name, ctx.seeds[:1]) / "run"
+    meta_path = run_dir / "meta.json"
+    finished = meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")).get("status") == "finished"
+    if not finished:
+        lm.train("sentinel", ds, run_dir, overrides=cfg["overrides"], preset=cfg["preset"])
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    keep = ("candidates", "candidate_dice_histogram", "candidate_sources", "heldout_slices", "status")
+    return run_dir, {k: meta.get(k) for k in keep}
+
+
+def _masks(ds: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The one case, its ``fast`` map and its ``model`` map."""
+    from labelwise.data import Dataset
+
+    d = Dataset(ds)
+    (cid,) = d.ids
+    case = d[cid]
+    return case, case.raters[case.rater_ids.index(CANDIDATE)], case.raters[case.rater_ids.index(REFERENCE)]
+
+
+def _train_slice_stats(ds: Path, train_slices: Sequence[int], structures: Sequence[str] | None) -> dict[str, Any]:
+    """Per level, ``fast`` on the training slices: mean true Dice (constant) and the area transform's choice."""
+    from labelwise.metrics import dice, spearman
+
+    case, fast, ref = _masks(ds)
+    zs = sorted(int(z) for z in train_slices)
+    names = case.class_names
+    wanted = range(1, len(names)) if structures is None else [names.index(n) for n in structures]
+    f, r = fast[..., zs], ref[..., zs]
+    pairs: dict[str, tuple[list[float], list[float]]] = {lvl: ([], []) for lvl in LEVELS}
+    for k in wanted:
+        fk, rk = f == k, r == k
+        if not fk.any():
+            continue
+        pairs["structure"][0].append(dice(fk, rk))
+        pairs["structure"][1].append(float(fk.mean()))
+        for i in range(len(zs)):
+            if fk[..., i].any():
+                pairs["slice"][0].append(dice(fk[..., i], rk[..., i]))
+                pairs["slice"][1].append(float(fk[..., i].mean()))
+    out: dict[str, Any] = {"slices": zs}
+    for lvl, (true, area) in pairs.items():
+        med = float(np.median(area))
+        rho = {t: spearman(_area_score(area, t, med), true) for t in AREA_TRANSFORMS}
+        best = max(AREA_TRANSFORMS, key=lambda t: rho[t] if math.isfinite(rho[t]) else -math.inf)
+        out[lvl] = {
+            "n_masks": len(true),
+            "mean_true_dice": float(np.mean(true)),
+            "median_area": med,
+            "area_spearman": {t: (v if math.isfinite(v) else None) for t, v in rho.items()},
+            "area_transform": best,
+        }
+    return out
+
+
+def _score(run_dir: Path, ds: Path, stats: Mapping[str, Any], structures: Sequence[str] | None) -> dict[str, Any]:
+    """Per level, per method, per scored mask: ``{"true_dice", "pred"}``."""
+    from labelwise.quality.qa import run_qa
+
+    res = run_qa(
+        run_dir, ds, mode="raters", reference=REFERENCE, structures=structures, heldout_only=True, baselines=True
+    )
+    if res.failures:
+        raise RuntimeError(f"scoring failed: {res.failures}")
+    case, fast, _ref = _masks(ds)
+    meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    held = sorted(int(z) for z in meta["heldout_slices"][case.id])
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {lvl: {m: {} for m in METHODS} for lvl in LEVELS}
+    areas: dict[str, dict[str, float]] = {lvl: {} for lvl in LEVELS}
+    for row in res.rows:
+        if row.source != CANDIDATE or row.empty or row.true_dice is None:
+            continue
+        k = case.class_names.index(row.structure)
+        mk = fast == k
+        bl = row.baselines or {}
+        out["structure"]["sentinel"][row.structure] = {"true_dice": row.true_dice, "pred": row.predicted_dice}
+        for b in ("softmax", "entropy", "tta_dice"):
+            out["structure"][b][row.structure] = {"true_dice": row.true_dice, "pred": bl[b]}
+        areas["structure"][row.structure] = float(mk[..., held].mean())
+        sbl = row.slice_baselines or {}
+        for i, z in enumerate(row.slices):
+            assert z is not None, "3D rows carry their slice index"
+            key = f"{row.structure}@z{z:03d}"
+            t = row.slice_true[i]
+            out["slice"]["sentinel"][key] = {"true_dice": t, "pred": row.slice_pred[i]}
+            for b in ("softmax", "entropy", "tta_dice"):
+                out["slice"][b][key] = {"true_dice": t, "pred": sbl[b][i]}
+            areas["slice"][key] = float(mk[..., z].mean())
+    for lvl in LEVELS:
+        st = stats[lvl]
+        keys = sorted(areas[lvl])
+        area = _area_score([areas[lvl][k] for k in keys], st["area_transform"], st["median_area"])
+        truth = out[lvl]["sentinel"]
+        out[lvl]["area"] = {k: {"true_dice": truth[k]["true_dice"], "pred": a} for k, a in zip(keys, area, strict=True)}
+        out[lvl]["constant"] = {k: {"true_dice": truth[k]["true_dice"], "pred": st["mean_true_dice"]} for k in keys}
+    return out
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Train the sentinel on half the slices, score ``fast`` on the other half with it and the baselines."""
+    cfg = config(ctx.quick)
+    structures = cfg["scoring"]["structures"]
+    ds = import_once("nifti-partial", ctx.data / SOURCE, ctx.work / "import_totalseg")
+    run_dir, meta = _train(ctx, ds)
+    case, _fast, _ref = _masks(ds)
+    from labelwise.data.slices import labelled_slice_indices
+
+    held = set(meta["heldout_slices"][case.id])
+    train_slices = [z for z in labelled_slice_indices(case) if z not in held]
+    stats = cached_json(
+        step_dir(ctx.work, "trainstats", cfg["baselines"], structures, train_slices) / "stats.json",
+        partial(_train_slice_stats, ds, train_slices, structures),
+    )
+    per_case = cached_json(
+        step_dir(ctx.work, "scores", cfg, run_dir.parent.name, stats) / "scores.json",
+        partial(_score, run_dir, ds, stats, structures),
+    )
+    summary = {"levels": _summary_metrics(per_case), "train": {"slices": stats, "run": meta}}
+    return {
+        "title": "Label quality on model-made label errors (TotalSegmentator fast vs full)",
+        "config": cfg,
+        "seeds": list(ctx.seeds[:1]),
+        "splits": {
+            SPLIT: {
+                "role": "dev",
+                "source": f"{SOURCE} (example_ct, held-out slices {sorted(held)})",
+                "description": "fast-vs-full on the slices the sentinel did not train on (dev: one volume, scored "
+                "before)",
+                "n": 1,
+                "cases": [case.id],
+                "n_masks": {lvl: len(per_case[lvl]["sentinel"]) for lvl in LEVELS},
+            }
+        },
+        "rows": [],
+        "per_case": per_case,
+        "summary": summary,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- output
+
+
+def check(record: Mapping[str, Any]) -> None:
+    """Assert that the summary metrics are recomputable from ``per_case``."""
+    redo = _summary_metrics(record["per_case"])
+    got = record["summary"]["levels"]
+    for lvl in LEVELS:
+        for m in METHODS:
+            for k, want in redo[lvl][m].items():
+                have = got[lvl][m][k]
+                assert (want is None) == (have is None), (lvl, m, k)
+                if want is not None:
+                    assert abs(float(have) - float(want)) <= 1e-9, (lvl, m, k, have, want)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def render(record: Mapping[str, Any]) -> str:
+    """Markdown: per level, the sentinel beside each baseline (deterministic)."""
+    levels, train = record["summary"]["levels"], record["summary"]["train"]
+    head = "| score | level | n | bad (< 0.8) | mean true | mean pred | " + " | ".join(METRIC_HEAD[m] for m in METRICS)
+    lines = [head + " |", "|---" * (6 + len(METRICS)) + "|"]
+    for lvl in LEVELS:
+        for i, m in enumerate(METHODS):
+            r = levels[lvl][m]
+            cells = " | ".join(_fmt(r[k]) for k in METRICS)
+            lines.append(
+                f"| {METHODS[m]} | {lvl if i == 0 else ''} | {r['n']} | {r['n_bad']} | {_fmt(r['mean_true'])} | "
+                f"{_fmt(r['mean_pred'])} | {cells} |"
+            )
+    run_meta = train["run"] or {}
+    sources = ", ".join(f"{k} {v}" for k, v in sorted((run_meta.get("candidate_sources") or {}).items()))
+    st = train["slices"]
+    quick_txt = (
+        " **Quick smoke run: 4 structures (liver, spleen, kidneys), sentinel `smoke` preset.**"
+        if record.get("quick")
+        else ""
+    )
+    lines += [
+        "",
+        "The `fast` TotalSegmentator labels of the example CT are scored without their reference; their true quality "
+        "is the Dice with the full model's labels (`model`). The Quality Sentinel is trained with its default recipe "
+        f"and the `{record['config']['sentinel']['preset']}` preset "
+        f"(`overrides={record['config']['sentinel']['overrides']}`) on the training slices "
+        f"{st['slices'][0]}..{st['slices'][-1]} (every second block of {SLICE_HOLDOUT}; {run_meta.get('candidates')} "
+        f"candidates: {sources}); `fast` is never a training candidate; no validation split, last epoch kept. "
+        "Scored on the held-out slices: structure level = 3D Dice over them (predicted = mean of the sentinel's slice "
+        "scores), slice level = each scored slice. Baselines are fixed on the training slices, reading `fast` there "
+        f"(the sentinel does not): constant {st['structure']['mean_true_dice']:.3f} (structure) / "
+        f"{st['slice']['mean_true_dice']:.3f} (slice), area transform `{st['structure']['area_transform']}` / "
+        f"`{st['slice']['area_transform']}`; softmax / entropy / tta_dice come from the sentinel run's own 2D "
+        "U-Net. Metrics as in `label_quality_bubil`. One volume, model-made labels on both sides, scored before "
+        f"with an older recipe (structure-level Pearson r = {OLD_RECIPE_PEARSON}, `docs/results-log.md`): dev data."
+        f"{quick_txt}",
+        "",
+        provenance_line(record),
+    ]
+    return "\n".join(lines)
+
+
+def _best_baseline(res: Mapping[str, Any], metric: str) -> tuple[str, float | None]:
+    vals = [(b, res[b][metric]) for b in BASELINES if res[b][metric] is not None]
+    if not vals:
+        return "–", None
+    return max(vals, key=lambda x: x[1])
+
+
+def headline(record: Mapping[str, Any]) -> str:
+    """One bullet: sentinel Pearson / Spearman at structure level beside the best baseline and the old recipe."""
+    res = record["summary"]["levels"]["structure"]
+    s = res["sentinel"]
+    b_r, v_r = _best_baseline(res, "pearson")
+    b_rho, v_rho = _best_baseline(res, "spearman")
+    quick = " (**quick smoke run**, 4 structures)" if record.get("quick") else ""
+    beaten = [
+        METRIC_HEAD[m]
+        for m in ("pearson", "spearman", "mae")
+        if s[m] is not None
+        and any(res[b][m] is not None and (res[b][m] < s[m] if m == "mae" else res[b][m] > s[m]) for b in BASELINES)
+    ]
+    lose = "a baseline beats it on " + ", ".join(beaten) if beaten else "no baseline beats it on r, Spearman or MAE"
+    return (
+        f"- **Label quality, CT**: Quality Sentinel on TotalSegmentator `fast` vs full labels of {s['n']} structures "
+        f"on held-out slices of one CT (dev data{quick}): Pearson r {_fmt(s['pearson'])}, Spearman "
+        f"{_fmt(s['spearman'])}, MAE {_fmt(s['mae'])}; best simple baseline r {_fmt(v_r)} (`{b_r}`), Spearman "
+        f"{_fmt(v_rho)} (`{b_rho}`); {lose}. The older recipe scored r = {OLD_RECIPE_PEARSON} here."
+    )
