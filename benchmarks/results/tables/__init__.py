@@ -41,6 +41,7 @@ _register("rater_agreement", "benchmarks.results.tables.rater_agreement")
 _register("weak_ct", "benchmarks.results.tables.weak_ct")
 _register("active_loop", "benchmarks.results.tables.active_loop")
 _register("label_quality_ct", "benchmarks.results.tables.label_quality_ct", registered=False)
+_register("weak_ph2_cv", "benchmarks.results.tables.weak_ph2_cv", registered=False)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.results import common
 from benchmarks.results.tables import Context, ph2_training_free
 
-__all__ = ["NAME", "check", "config", "headline", "render", "run"]
+__all__ = ["NAME", "check", "config", "headline", "otsu_gap_text", "render", "render_table", "run"]
 
 NAME = "weak_ph2"
 METRICS = ph2_training_free.METRICS
@@ -210,19 +210,23 @@ def _row(record: dict[str, Any], method: str, split: str) -> dict[str, Any] | No
     return next((r for r in record["rows"] if r["method"] == method and r["split"] == split), None)
 
 
-def render(record: dict[str, Any]) -> str:
-    """The Markdown table of a record (deterministic: the docs block must equal it)."""
+def render_table(record: dict[str, Any]) -> list[str]:
+    """The Markdown table lines of a record: each split's rows together, every method beside the baselines."""
     splits = record["splits"]
     lines = ["| method | split | n | JA | DSC | AC | SE | SP |", "|---|---|---|---|---|---|---|---|"]
-    for split in splits:  # a split's rows together, each method beside the baselines
+    for split in splits:
         for m in ROWS:
             r = _row(record, m, split)
             if r is None:
                 continue
             cells = " | ".join(_cell(r["metrics"][k]) for k in METRICS)
             lines.append(f"| {LABELS[m]} | {split} ({splits[split]['description']}) | {r['n']} | {cells} |")
-    seeds, paper = record["seeds"], record["config"]["paper_anchor"]
-    seed_txt = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, pooled per image"
+    return lines
+
+
+def otsu_gap_text(record: dict[str, Any]) -> str:
+    """``JA per image minus luminance Otsu's, mean: <split>: ...; ...`` from the record's summary."""
+    splits = record["splits"]
     short = {"cam_raw": "`cam` raw", "cam": "`cam` + clean-up", "cltn": "`cltn`"}
     summ = []
     for split in splits:
@@ -233,6 +237,14 @@ def render(record: dict[str, Any]) -> str:
             for row in TRAINED
         ]
         summ.append(f"{split}: " + ", ".join(parts))
+    return "JA per image minus luminance Otsu's, mean: " + "; ".join(summ) + "."
+
+
+def render(record: dict[str, Any]) -> str:
+    """The Markdown table of a record (deterministic: the docs block must equal it)."""
+    lines = render_table(record)
+    seeds, paper = record["seeds"], record["config"]["paper_anchor"]
+    seed_txt = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, pooled per image"
     if record.get("quick"):
         seed_txt += ", `smoke` preset (quick run)"
     lines += [
@@ -245,8 +257,9 @@ def render(record: dict[str, Any]) -> str:
         "component). The training-free rows are the rules of `ph2_training_free` (no training, no labels); they "
         "were scored on the 40 new images before (see the looks), `cam` and `cltn` "
         + _earlier_looks(record)
-        + ". JA per image minus "
-        "luminance Otsu's, mean: " + "; ".join(summ) + ". "
+        + ". "
+        + otsu_gap_text(record)
+        + " "
         f"The CLTN paper reports JA {paper['JA']} ({paper['source']}): other data, resolution and training "
         "scale, not comparable.",
         "",
