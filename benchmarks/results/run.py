@@ -100,6 +100,9 @@ def machine() -> dict[str, Any]:
         import torch
 
         info["torch"] = torch.__version__
+        # CPU results can move between machines with the same seed: the kernel set and thread count explain some
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
