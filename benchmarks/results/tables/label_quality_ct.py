@@ -10,7 +10,9 @@ the labelled slices (``slice_holdout=5``: blocks of 5 slices, every second block
 92-96, 102-106), reference ``model``, and without the ``fast`` masks (``rater_candidates=false``: the scored
 label map is never a training candidate). No validation split (one volume): the default schedule's last epoch is
 kept and nothing is selected. The overrides are the ones of the session-4 run that scored Pearson r = 0.29 with
-the then recipe (``docs/results-log.md``, "Label quality", part 2), so the two are comparable.
+the then recipe (``docs/results-log.md``, "Label quality", part 2), so the two are comparable. A second sentinel
+row (``sentinel_raters``, added after the first row's numbers were read; ``docs/protocol.md``) keeps
+``rater_candidates`` at its default, so the ``fast`` masks of the training slices are candidates too.
 
 Scored: every structure of ``fast`` present on the held-out slices, through :func:`labelwise.quality.qa.run_qa`
 (the code behind ``labelwise qa --raters --reference model --heldout --baselines``), at two levels: **structure**
@@ -61,15 +63,17 @@ LEVELS = ("structure", "slice")
 BAD_DICE = 0.8
 WORST_FRACTION = 0.1
 METHODS = {
-    "sentinel": "**Quality Sentinel** (default recipe)",
+    "sentinel": "**Quality Sentinel** (default recipe, `fast` never a candidate)",
+    "sentinel_raters": "**Quality Sentinel** + `fast`'s training-slice masks as candidates",
     "constant": "baseline: constant = `fast`'s mean Dice on the training slices",
     "area": "baseline: mask area (transform fixed on the training slices)",
     "softmax": "baseline: mean segmenter probability inside the mask",
     "entropy": "baseline: 1 - mean segmenter entropy inside the mask",
     "tta_dice": "baseline: Dice with the segmenter's flip-TTA mask",
 }
-BASELINES = tuple(m for m in METHODS if m != "sentinel")
-DICE_PREDICTORS = ("sentinel", "constant", "tta_dice")
+SENTINELS = ("sentinel", "sentinel_raters")
+BASELINES = tuple(m for m in METHODS if m not in SENTINELS)
+DICE_PREDICTORS = (*SENTINELS, "constant", "tta_dice")
 METRICS = ("pearson", "spearman", "mae", "recall_worst10", "auroc_lt08")
 METRIC_HEAD = {
     "pearson": "Pearson r",
@@ -81,6 +85,7 @@ METRIC_HEAD = {
 AREA_TRANSFORMS = ("area", "-area", "-|area - median|")
 SLICE_HOLDOUT = 5
 OVERRIDES = (f"reference_rater={REFERENCE}", "rater_candidates=false", f"slice_holdout={SLICE_HOLDOUT}")
+RATERS_OVERRIDES = (f"reference_rater={REFERENCE}", f"slice_holdout={SLICE_HOLDOUT}")
 OLD_RECIPE_PEARSON = 0.294  # docs/results-log.md, "Label quality" part 2, structure level, 30-epoch run
 QUICK_STRUCTURES = ("liver", "spleen", "kidney_left", "kidney_right")
 
@@ -88,7 +93,8 @@ QUICK_STRUCTURES = ("liver", "spleen", "kidney_left", "kidney_right")
 def config(quick: bool = False) -> dict[str, Any]:
     """Everything that defines this table's numbers (hashed into ``config_hash``)."""
     structures = list(QUICK_STRUCTURES) if quick else None
-    overrides = list(OVERRIDES) + ([f"structures={json.dumps(structures)}"] if structures else [])
+    extra = [f"structures={json.dumps(structures)}"] if structures else []
+    preset = "smoke" if quick else "ct"
     return {
         "data": {
             "source": SOURCE,
@@ -97,10 +103,17 @@ def config(quick: bool = False) -> dict[str, Any]:
             "scored": CANDIDATE,
         },
         "sentinel": {
-            "preset": "smoke" if quick else "ct",
-            "overrides": overrides,
+            "preset": preset,
+            "overrides": list(OVERRIDES) + extra,
             "training": "half of the labelled slices (slice_holdout blocks), reference 'model', 'fast' never a "
             "candidate; no validation split: last epoch kept",
+        },
+        "sentinel_raters": {
+            "preset": preset,
+            "overrides": list(RATERS_OVERRIDES) + extra,
+            "training": "as 'sentinel' with rater_candidates at its default (true): the 'fast' masks of the training "
+            "slices are candidates too (the baselines read them as well); added after the first run's numbers were "
+            "read (docs/protocol.md)",
         },
         "scoring": {
             "function": "labelwise.quality.qa.run_qa(mode='raters', reference='model', heldout_only=True, "
@@ -146,12 +159,12 @@ def _area_score(area: Sequence[float], transform: str, median: float) -> list[fl
 # ----------------------------------------------------------------------------------------------------- steps
 
 
-def _train(ctx: Context, ds: Path) -> tuple[Path, dict[str, Any]]:
-    """Train (or resume) the sentinel; returns the run dir and the parts of its meta the record keeps."""
+def _train(ctx: Context, ds: Path, variant: str) -> tuple[Path, dict[str, Any]]:
+    """Train (or resume) the sentinel ``variant``; returns the run dir and the parts of its meta the record keeps."""
     import labelwise.methods as lm
 
-    cfg = config(ctx.quick)["sentinel"]
-    run_dir = step_dir(ctx.work, "sentinel", cfg, ds.name, ctx.seeds[:1]) / "run"
+    cfg = config(ctx.quick)[variant]
+    run_dir = step_dir(ctx.work, variant, cfg, ds.name, ctx.seeds[:1]) / "run"
     meta_path = run_dir / "meta.json"
     finished = meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")).get("status") == "finished"
     if not finished:
@@ -206,27 +219,38 @@ def _train_slice_stats(ds: Path, train_slices: Sequence[int], structures: Sequen
     return out
 
 
-def _score(run_dir: Path, ds: Path, stats: Mapping[str, Any], structures: Sequence[str] | None) -> dict[str, Any]:
-    """Per level, per method, per scored mask: ``{"true_dice", "pred"}``."""
+def _qa_rows(run_dir: Path, ds: Path, structures: Sequence[str] | None, baselines: bool) -> list[Any]:
+    """The scored rows of ``fast`` on the held-out slices (``labelwise qa --raters --reference model --heldout``)."""
     from labelwise.quality.qa import run_qa
 
     res = run_qa(
-        run_dir, ds, mode="raters", reference=REFERENCE, structures=structures, heldout_only=True, baselines=True
+        run_dir, ds, mode="raters", reference=REFERENCE, structures=structures, heldout_only=True, baselines=baselines
     )
     if res.failures:
         raise RuntimeError(f"scoring failed: {res.failures}")
+    return [r for r in res.rows if r.source == CANDIDATE and not r.empty and r.true_dice is not None]
+
+
+def _score(
+    runs: Mapping[str, Path], ds: Path, stats: Mapping[str, Any], structures: Sequence[str] | None
+) -> dict[str, Any]:
+    """Per level, per method, per scored mask: ``{"true_dice", "pred"}`` (baselines from the first run's segmenter)."""
+    run_dir = runs["sentinel"]
+    rows = _qa_rows(run_dir, ds, structures, baselines=True)
+    other = {r.structure: r for r in _qa_rows(runs["sentinel_raters"], ds, structures, baselines=False)}
     case, fast, _ref = _masks(ds)
     meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
     held = sorted(int(z) for z in meta["heldout_slices"][case.id])
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {lvl: {m: {} for m in METHODS} for lvl in LEVELS}
     areas: dict[str, dict[str, float]] = {lvl: {} for lvl in LEVELS}
-    for row in res.rows:
-        if row.source != CANDIDATE or row.empty or row.true_dice is None:
-            continue
+    for row in rows:
+        twin = other[row.structure]
+        assert twin.slices == row.slices and twin.true_dice == row.true_dice, row.structure  # the same masks
         k = case.class_names.index(row.structure)
         mk = fast == k
         bl = row.baselines or {}
         out["structure"]["sentinel"][row.structure] = {"true_dice": row.true_dice, "pred": row.predicted_dice}
+        out["structure"]["sentinel_raters"][row.structure] = {"true_dice": row.true_dice, "pred": twin.predicted_dice}
         for b in ("softmax", "entropy", "tta_dice"):
             out["structure"][b][row.structure] = {"true_dice": row.true_dice, "pred": bl[b]}
         areas["structure"][row.structure] = float(mk[..., held].mean())
@@ -236,6 +260,7 @@ def _score(run_dir: Path, ds: Path, stats: Mapping[str, Any], structures: Sequen
             key = f"{row.structure}@z{z:03d}"
             t = row.slice_true[i]
             out["slice"]["sentinel"][key] = {"true_dice": t, "pred": row.slice_pred[i]}
+            out["slice"]["sentinel_raters"][key] = {"true_dice": t, "pred": twin.slice_pred[i]}
             for b in ("softmax", "entropy", "tta_dice"):
                 out["slice"][b][key] = {"true_dice": t, "pred": sbl[b][i]}
             areas["slice"][key] = float(mk[..., z].mean())
@@ -254,7 +279,8 @@ def run(ctx: Context) -> dict[str, Any]:
     cfg = config(ctx.quick)
     structures = cfg["scoring"]["structures"]
     ds = import_once("nifti-partial", ctx.data / SOURCE, ctx.work / "import_totalseg")
-    run_dir, meta = _train(ctx, ds)
+    trained = {v: _train(ctx, ds, v) for v in SENTINELS}
+    meta = trained["sentinel"][1]
     case, _fast, _ref = _masks(ds)
     from labelwise.data.slices import labelled_slice_indices
 
@@ -265,10 +291,11 @@ def run(ctx: Context) -> dict[str, Any]:
         partial(_train_slice_stats, ds, train_slices, structures),
     )
     per_case = cached_json(
-        step_dir(ctx.work, "scores", cfg, run_dir.parent.name, stats) / "scores.json",
-        partial(_score, run_dir, ds, stats, structures),
+        step_dir(ctx.work, "scores", cfg, [trained[v][0].parent.name for v in SENTINELS], stats) / "scores.json",
+        partial(_score, {v: t[0] for v, t in trained.items()}, ds, stats, structures),
     )
-    summary = {"levels": _summary_metrics(per_case), "train": {"slices": stats, "run": meta}}
+    runs_meta = {v: t[1] for v, t in trained.items()}
+    summary = {"levels": _summary_metrics(per_case), "train": {"slices": stats, "run": meta, "runs": runs_meta}}
     return {
         "title": "Label quality on model-made label errors (TotalSegmentator fast vs full)",
         "config": cfg,
@@ -323,8 +350,13 @@ def render(record: Mapping[str, Any]) -> str:
                 f"| {METHODS[m]} | {lvl if i == 0 else ''} | {r['n']} | {r['n_bad']} | {_fmt(r['mean_true'])} | "
                 f"{_fmt(r['mean_pred'])} | {cells} |"
             )
-    run_meta = train["run"] or {}
-    sources = ", ".join(f"{k} {v}" for k, v in sorted((run_meta.get("candidate_sources") or {}).items()))
+    runs = train.get("runs") or {"sentinel": train["run"]}
+    cands = "; ".join(
+        f"{v}: {(m or {}).get('candidates')} candidates ("
+        + ", ".join(f"{k} {n}" for k, n in sorted(((m or {}).get("candidate_sources") or {}).items()))
+        + ")"
+        for v, m in sorted(runs.items())
+    )
     st = train["slices"]
     quick_txt = (
         " **Quick smoke run: 4 structures (liver, spleen, kidneys), sentinel `smoke` preset.**"
@@ -337,8 +369,10 @@ def render(record: Mapping[str, Any]) -> str:
         "is the Dice with the full model's labels (`model`). The Quality Sentinel is trained with its default recipe "
         f"and the `{record['config']['sentinel']['preset']}` preset "
         f"(`overrides={record['config']['sentinel']['overrides']}`) on the training slices "
-        f"{st['slices'][0]}..{st['slices'][-1]} (every second block of {SLICE_HOLDOUT}; {run_meta.get('candidates')} "
-        f"candidates: {sources}); `fast` is never a training candidate; no validation split, last epoch kept. "
+        f"{st['slices'][0]}..{st['slices'][-1]} (every second block of {SLICE_HOLDOUT}); in the first sentinel row "
+        "`fast` is never a training candidate, the second keeps `rater_candidates` at its default, so `fast`'s masks "
+        "on the training slices are candidates too (the baselines read them as well; this row was added after the "
+        f"first row's numbers were read: a choice on this dev volume). {cands}. No validation split, last epoch kept. "
         "Scored on the held-out slices: structure level = 3D Dice over them (predicted = mean of the sentinel's slice "
         "scores), slice level = each scored slice. Baselines are fixed on the training slices, reading `fast` there "
         f"(the sentinel does not): constant {st['structure']['mean_true_dice']:.3f} (structure) / "
@@ -361,22 +395,34 @@ def _best_baseline(res: Mapping[str, Any], metric: str) -> tuple[str, float | No
 
 
 def headline(record: Mapping[str, Any]) -> str:
-    """One bullet: sentinel Pearson / Spearman at structure level beside the best baseline and the old recipe."""
+    """One bullet: both sentinels' Pearson / Spearman at structure level beside the best baseline and the old recipe."""
     res = record["summary"]["levels"]["structure"]
-    s = res["sentinel"]
+    s, s2 = res["sentinel"], res.get("sentinel_raters")
     b_r, v_r = _best_baseline(res, "pearson")
     b_rho, v_rho = _best_baseline(res, "spearman")
     quick = " (**quick smoke run**, 4 structures)" if record.get("quick") else ""
-    beaten = [
-        METRIC_HEAD[m]
-        for m in ("pearson", "spearman", "mae")
-        if s[m] is not None
-        and any(res[b][m] is not None and (res[b][m] < s[m] if m == "mae" else res[b][m] > s[m]) for b in BASELINES)
-    ]
-    lose = "a baseline beats it on " + ", ".join(beaten) if beaten else "no baseline beats it on r, Spearman or MAE"
+    sents = [x for x in (s, s2) if x is not None]
+
+    def beats(b: str, m: str) -> bool:  # the baseline beats every sentinel row on metric m
+        vb = res[b][m]
+        return vb is not None and all(x[m] is None or (vb < x[m] if m == "mae" else vb > x[m]) for x in sents)
+
+    beaten = [METRIC_HEAD[m] for m in ("pearson", "spearman", "mae") if any(beats(b, m) for b in BASELINES)]
+    lose = (
+        "a baseline beats both sentinel rows on " + ", ".join(beaten)
+        if beaten
+        else "no baseline beats the sentinel on r, Spearman and MAE"
+    )
+    with_fast = (
+        f"; with `fast`'s training-slice masks as candidates r {_fmt(s2['pearson'])}, Spearman {_fmt(s2['spearman'])}, "
+        f"MAE {_fmt(s2['mae'])}"
+        if s2 is not None
+        else ""
+    )
     return (
         f"- **Label quality, CT**: Quality Sentinel on TotalSegmentator `fast` vs full labels of {s['n']} structures "
         f"on held-out slices of one CT (dev data{quick}): Pearson r {_fmt(s['pearson'])}, Spearman "
-        f"{_fmt(s['spearman'])}, MAE {_fmt(s['mae'])}; best simple baseline r {_fmt(v_r)} (`{b_r}`), Spearman "
-        f"{_fmt(v_rho)} (`{b_rho}`); {lose}. The older recipe scored r = {OLD_RECIPE_PEARSON} here."
+        f"{_fmt(s['spearman'])}, MAE {_fmt(s['mae'])} with `fast` unseen{with_fast}; best simple baseline r "
+        f"{_fmt(v_r)} (`{b_r}`), Spearman {_fmt(v_rho)} (`{b_rho}`); {lose}. The older recipe scored r = "
+        f"{OLD_RECIPE_PEARSON} here with `fast` unseen."
     )

@@ -6,7 +6,7 @@ cross-validation over the 70 PH2 images** (the 30 old of ``ph2_dermoscopy`` and 
 ``ph2_dermoscopy_more``, imported together with the public ``ph2`` importer from a folder that links both), folds
 stratified by diagnosis (:func:`labelwise.data.splits.write_fold_dataset`, seed 0, no val cases: nothing is
 selected). Every image is scored once, by the fold model that did not train on it; each model trains on about 47
-images instead of ``weak_ph2``'s 24.
+images instead of ``weak_ph2``'s 18.
 
 Rows and metrics are ``weak_ph2``'s (called, not copied): the three training-free rules, ``cam`` raw, ``cam`` with
 the clean-up of ``cltn``, and ``cltn``. Splits of the record: ``old30`` (dev: the rules were chosen on these
