@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "AREA_TRANSFORMS",
+    "area_score",
     "auroc_below",
+    "best_of",
     "cached_json",
     "import_once",
     "mean_std",
@@ -297,3 +300,22 @@ def quality_metrics(
         "auroc_lt08": auroc_below(pred, true, bad),
     }
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+AREA_TRANSFORMS = ("area", "-area", "-|area - median|")
+"""The transforms of the mask-area baseline of the label-quality tables (one is chosen on training data)."""
+
+
+def area_score(area: Sequence[float], transform: str, median: float) -> list[float]:
+    """The area baseline's scores: ``area``, ``-area`` or ``-|area - median|`` (a key of ``AREA_TRANSFORMS``)."""
+    a = np.asarray(area, float)
+    b = a if transform == "area" else -a if transform == "-area" else -np.abs(a - median)
+    return [float(v) for v in b]
+
+
+def best_of(res: Mapping[str, Mapping[str, Any]], names: Sequence[str], metric: str) -> tuple[str, float | None]:
+    """The name in ``names`` with the highest ``res[name][metric]`` (None values skipped); ``("–", None)`` if none."""
+    vals = [(b, res[b][metric]) for b in names if res[b][metric] is not None]
+    if not vals:
+        return "–", None
+    return max(vals, key=lambda x: x[1])

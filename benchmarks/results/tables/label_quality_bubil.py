@@ -35,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchmarks.results.common import cached_json, import_once, provenance_line, quality_metrics, step_dir
+from benchmarks.results.common import (
+    AREA_TRANSFORMS,
+    area_score,
+    best_of,
+    cached_json,
+    import_once,
+    provenance_line,
+    quality_metrics,
+    step_dir,
+)
 from benchmarks.results.tables import Context
 
 __all__ = ["NAME", "check", "config", "headline", "render", "run"]
@@ -63,7 +72,6 @@ METRIC_HEAD = {
     "recall_worst10": "worst-10 % recall",
     "auroc_lt08": "AUROC (Dice < 0.8)",
 }
-AREA_TRANSFORMS = ("area", "-area", "-|area - median|")
 PAPER_PEARSON = 0.902
 
 FULL = {
@@ -238,7 +246,7 @@ def _train_fold_stats(ds: Path, crowd: Sequence[str]) -> dict[str, Any]:
             true.append(dice(m, ref))
             area.append(float(m.mean()))
     med = float(np.median(area))
-    scores = {t: _area_score(area, t, med) for t in AREA_TRANSFORMS}
+    scores = {t: area_score(area, t, med) for t in AREA_TRANSFORMS}
     rho = {t: spearman(v, true) for t, v in scores.items()}
     best = max(AREA_TRANSFORMS, key=lambda t: rho[t] if math.isfinite(rho[t]) else -math.inf)
     rho_json = {t: (v if math.isfinite(v) else None) for t, v in rho.items()}
@@ -249,17 +257,6 @@ def _train_fold_stats(ds: Path, crowd: Sequence[str]) -> dict[str, Any]:
         "area_spearman": rho_json,
         "area_transform": best,
     }
-
-
-def _area_score(area: Sequence[float], transform: str, median: float) -> list[float]:
-    a = np.asarray(area, float)
-    if transform == "area":
-        b = a
-    elif transform == "-area":
-        b = -a
-    else:
-        b = -np.abs(a - median)
-    return [float(v) for v in b]
 
 
 def _score(run_dir: Path, ds: Path, crowd: Sequence[str], stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -290,7 +287,7 @@ def _score(run_dir: Path, ds: Path, crowd: Sequence[str], stats: Mapping[str, An
             for m, v in pred.items():
                 out[m][key] = {"true_dice": float(true), "pred": float(v)}
     keys = sorted(areas)
-    area = _area_score([areas[k] for k in keys], stats["area_transform"], stats["median_area"])
+    area = area_score([areas[k] for k in keys], stats["area_transform"], stats["median_area"])
     out["area"] = {
         k: {"true_dice": out["sentinel"][k]["true_dice"], "pred": a} for k, a in zip(keys, area, strict=True)
     }
@@ -435,13 +432,6 @@ def render(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _best_baseline(res: Mapping[str, Any], metric: str) -> tuple[str, float | None]:
-    vals = [(b, res[b][metric]) for b in BASELINES if res[b][metric] is not None]
-    if not vals:
-        return "–", None
-    return max(vals, key=lambda x: x[1])
-
-
 def headline(record: Mapping[str, Any]) -> str:
     """One bullet: sentinel AUROC / Spearman on the unseen dataset's crowd masks beside the best baseline."""
     pooled = record["summary"]["pooled"]
@@ -453,8 +443,8 @@ def headline(record: Mapping[str, Any]) -> str:
         masks = f"{s['n']} real crowd masks of BU-BIL (test, looked at before: {looks} looks with this config; pooled)"
     else:
         masks = f"{s['n']} real crowd masks of BU-BIL (untouched test, both folds pooled)"
-    b_auc, v_auc = _best_baseline(pooled, "auroc_lt08")
-    b_rho, v_rho = _best_baseline(pooled, "spearman")
+    b_auc, v_auc = best_of(pooled, BASELINES, "auroc_lt08")
+    b_rho, v_rho = best_of(pooled, BASELINES, "spearman")
     losses = [
         METRIC_HEAD[m]
         for m in METRICS

@@ -44,6 +44,9 @@ from typing import Any
 
 import numpy as np
 from benchmarks.results.common import (
+    AREA_TRANSFORMS,
+    area_score,
+    best_of,
     cached_json,
     import_once,
     provenance_line,
@@ -51,6 +54,7 @@ from benchmarks.results.common import (
     step_dir,
 )
 from benchmarks.results.tables import Context
+from benchmarks.results.tables.label_quality_bubil import BAD_DICE, METRIC_HEAD, METRICS, WORST_FRACTION
 
 __all__ = ["NAME", "check", "config", "headline", "render", "run"]
 
@@ -60,8 +64,6 @@ REFERENCE = "model"
 CANDIDATE = "fast"
 SPLIT = "heldout"
 LEVELS = ("structure", "slice")
-BAD_DICE = 0.8
-WORST_FRACTION = 0.1
 METHODS = {
     "sentinel": "**Quality Sentinel** (default recipe, `fast` never a candidate)",
     "sentinel_raters": "**Quality Sentinel** + `fast`'s training-slice masks as candidates",
@@ -74,15 +76,6 @@ METHODS = {
 SENTINELS = ("sentinel", "sentinel_raters")
 BASELINES = tuple(m for m in METHODS if m not in SENTINELS)
 DICE_PREDICTORS = (*SENTINELS, "constant", "tta_dice")
-METRICS = ("pearson", "spearman", "mae", "recall_worst10", "auroc_lt08")
-METRIC_HEAD = {
-    "pearson": "Pearson r",
-    "spearman": "Spearman",
-    "mae": "MAE",
-    "recall_worst10": "worst-10 % recall",
-    "auroc_lt08": "AUROC (Dice < 0.8)",
-}
-AREA_TRANSFORMS = ("area", "-area", "-|area - median|")
 SLICE_HOLDOUT = 5
 OVERRIDES = (f"reference_rater={REFERENCE}", "rater_candidates=false", f"slice_holdout={SLICE_HOLDOUT}")
 RATERS_OVERRIDES = (f"reference_rater={REFERENCE}", f"slice_holdout={SLICE_HOLDOUT}")
@@ -150,12 +143,6 @@ def _summary_metrics(per_case: Mapping[str, Any]) -> dict[str, Any]:
     return {lvl: {m: _metrics(m, per_case[lvl][m]) for m in METHODS} for lvl in LEVELS}
 
 
-def _area_score(area: Sequence[float], transform: str, median: float) -> list[float]:
-    a = np.asarray(area, float)
-    b = a if transform == "area" else -a if transform == "-area" else -np.abs(a - median)
-    return [float(v) for v in b]
-
-
 # ----------------------------------------------------------------------------------------------------- steps
 
 
@@ -207,7 +194,7 @@ def _train_slice_stats(ds: Path, train_slices: Sequence[int], structures: Sequen
     out: dict[str, Any] = {"slices": zs}
     for lvl, (true, area) in pairs.items():
         med = float(np.median(area))
-        rho = {t: spearman(_area_score(area, t, med), true) for t in AREA_TRANSFORMS}
+        rho = {t: spearman(area_score(area, t, med), true) for t in AREA_TRANSFORMS}
         best = max(AREA_TRANSFORMS, key=lambda t: rho[t] if math.isfinite(rho[t]) else -math.inf)
         out[lvl] = {
             "n_masks": len(true),
@@ -267,7 +254,7 @@ def _score(
     for lvl in LEVELS:
         st = stats[lvl]
         keys = sorted(areas[lvl])
-        area = _area_score([areas[lvl][k] for k in keys], st["area_transform"], st["median_area"])
+        area = area_score([areas[lvl][k] for k in keys], st["area_transform"], st["median_area"])
         truth = out[lvl]["sentinel"]
         out[lvl]["area"] = {k: {"true_dice": truth[k]["true_dice"], "pred": a} for k, a in zip(keys, area, strict=True)}
         out[lvl]["constant"] = {k: {"true_dice": truth[k]["true_dice"], "pred": st["mean_true_dice"]} for k in keys}
@@ -387,19 +374,12 @@ def render(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _best_baseline(res: Mapping[str, Any], metric: str) -> tuple[str, float | None]:
-    vals = [(b, res[b][metric]) for b in BASELINES if res[b][metric] is not None]
-    if not vals:
-        return "–", None
-    return max(vals, key=lambda x: x[1])
-
-
 def headline(record: Mapping[str, Any]) -> str:
     """One bullet: both sentinels' Pearson / Spearman at structure level beside the best baseline and the old recipe."""
     res = record["summary"]["levels"]["structure"]
     s, s2 = res["sentinel"], res.get("sentinel_raters")
-    b_r, v_r = _best_baseline(res, "pearson")
-    b_rho, v_rho = _best_baseline(res, "spearman")
+    b_r, v_r = best_of(res, BASELINES, "pearson")
+    b_rho, v_rho = best_of(res, BASELINES, "spearman")
     quick = " (**quick smoke run**, 4 structures)" if record.get("quick") else ""
     sents = [x for x in (s, s2) if x is not None]
 
