@@ -36,11 +36,11 @@ _register("semisup_slice_baselines", "benchmarks.results.tables.semisup_slice_ba
 _register("weak_ph2", "benchmarks.results.tables.weak_ph2")
 _register("multirater_qubiq", "benchmarks.results.tables.multirater_qubiq")
 _register("label_quality_bubil", "benchmarks.results.tables.label_quality_bubil")
+_register("label_quality_ct", "benchmarks.results.tables.label_quality_ct")
 _register("small_data", "benchmarks.results.tables.small_data")
 _register("rater_agreement", "benchmarks.results.tables.rater_agreement")
 _register("weak_ct", "benchmarks.results.tables.weak_ct")
 _register("active_loop", "benchmarks.results.tables.active_loop")
-_register("label_quality_ct", "benchmarks.results.tables.label_quality_ct", registered=False)
 _register("weak_ph2_cv", "benchmarks.results.tables.weak_ph2_cv", registered=False)
 
 
