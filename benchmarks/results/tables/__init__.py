@@ -34,6 +34,7 @@ def _register(name: str, module: str, *, registered: bool = True) -> None:
 _register("ph2_training_free", "benchmarks.results.tables.ph2_training_free")
 _register("semisup_slice_baselines", "benchmarks.results.tables.semisup_slice_baselines")
 _register("weak_ph2", "benchmarks.results.tables.weak_ph2")
+_register("weak_ph2_cv", "benchmarks.results.tables.weak_ph2_cv")
 _register("multirater_qubiq", "benchmarks.results.tables.multirater_qubiq")
 _register("label_quality_bubil", "benchmarks.results.tables.label_quality_bubil")
 _register("label_quality_ct", "benchmarks.results.tables.label_quality_ct")
@@ -41,7 +42,6 @@ _register("small_data", "benchmarks.results.tables.small_data")
 _register("rater_agreement", "benchmarks.results.tables.rater_agreement")
 _register("weak_ct", "benchmarks.results.tables.weak_ct")
 _register("active_loop", "benchmarks.results.tables.active_loop")
-_register("weak_ph2_cv", "benchmarks.results.tables.weak_ph2_cv", registered=False)
 
 
 @dataclass(frozen=True)

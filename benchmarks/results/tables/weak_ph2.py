@@ -54,7 +54,7 @@ SEEDS_NOTE = (
 # Published anchor, quoted as docs/results.md quotes it; different data, resolution and training scale.
 PAPER = {"source": "Du et al. 2021 (CLTN), ISIC, as quoted in docs/results-log.md", "JA": 81.8}
 # Looks at the 40 new images made before this table: the baseline rows only (cam and cltn were never scored there).
-PRIOR_LOOKS = [
+PRIOR_LOOKS: list[dict[str, Any]] = [
     *ph2_training_free.PRIOR_LOOKS,
     {
         "date": "2026-12-03T19:45:43+00:00",
