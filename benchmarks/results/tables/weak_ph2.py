@@ -214,7 +214,7 @@ def render_table(record: dict[str, Any]) -> list[str]:
     """The Markdown table lines of a record: each split's rows together, every method beside the baselines."""
     splits = record["splits"]
     lines = ["| method | split | n | JA | DSC | AC | SE | SP |", "|---|---|---|---|---|---|---|---|"]
-    for split in splits:
+    for split in sorted(splits):  # a record read back from JSON has its keys sorted
         for m in ROWS:
             r = _row(record, m, split)
             if r is None:
@@ -229,7 +229,7 @@ def otsu_gap_text(record: dict[str, Any]) -> str:
     splits = record["splits"]
     short = {"cam_raw": "`cam` raw", "cam": "`cam` + clean-up", "cltn": "`cltn`"}
     summ = []
-    for split in splits:
+    for split in sorted(splits):  # a record read back from JSON has its keys sorted
         s = record["summary"][split]
         parts = [
             f"{short[row]} {s[row]['ja_minus_otsu_mean']:+.1f} points, better on "
