@@ -25,7 +25,21 @@ import numpy as np
 from benchmarks.results import common
 from benchmarks.results.tables import Context, ph2_training_free
 
-__all__ = ["NAME", "check", "config", "headline", "otsu_gap_text", "render", "render_table", "run"]
+__all__ = [
+    "NAME",
+    "check",
+    "config",
+    "headline",
+    "otsu_gap_text",
+    "otsu_summary",
+    "render",
+    "render_table",
+    "row_of",
+    "run",
+    "score_baselines",
+    "score_trained",
+    "train_overrides",
+]
 
 NAME = "weak_ph2"
 METRICS = ph2_training_free.METRICS
@@ -69,7 +83,7 @@ PRIOR_LOOKS: list[dict[str, Any]] = [
 ]
 
 
-def _train_overrides(seed: int, quick: bool) -> dict[str, Any]:
+def train_overrides(seed: int, quick: bool) -> dict[str, Any]:
     """How a weak method is trained: its default config (quick: the ``smoke`` preset), seed ``seed``."""
     return {"preset": "smoke" if quick else None, "overrides": [f"train.seed={seed}", "train.progress=false"]}
 
@@ -84,7 +98,7 @@ def config(quick: bool = False, seeds: tuple[int, ...] = FULL_SEEDS) -> dict[str
         },
         "training": {
             "data": f"{TRAIN_SOURCE[0]}, importer split '{TRAIN_SOURCE[1]}' (image-level labels only)",
-            "preset": _train_overrides(0, quick)["preset"],
+            "preset": train_overrides(0, quick)["preset"],
             "overrides": ["train.seed=<seed>", "train.progress=false"],
             "selection": "last (default; no mask read)",
         },
@@ -111,16 +125,16 @@ def _case_scores(pred: np.ndarray, case: Any) -> dict[str, float]:
     return _score(pred, case.raters[0] > 0)
 
 
-def _score_baselines(ds_dir: Path, ids: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+def score_baselines(ds_dir: Path, ids: list[str]) -> dict[str, dict[str, dict[str, float]]]:
     rules = {m: partial(ph2_training_free.predict_baseline, m) for m in BASELINES}
     return common.score_rules(ds_dir, ids, rules, _case_scores)
 
 
 def _train(ctx: Context, method: str, train_dir: Path, seed: int) -> Path:
-    return common.train_step(ctx.work, method, train_dir, seed, _train_overrides(seed, ctx.quick), TRAIN_SOURCE)
+    return common.train_step(ctx.work, method, train_dir, seed, train_overrides(seed, ctx.quick), TRAIN_SOURCE)
 
 
-def _score_trained(ds_dir: Path, ids: list[str], run_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+def score_trained(ds_dir: Path, ids: list[str], run_dir: Path, options: Mapping[str, Any]) -> dict[str, Any]:
     return common.score_predictions(run_dir, ds_dir, ids, options, _case_scores)
 
 
@@ -152,16 +166,16 @@ def run(ctx: Context) -> dict[str, Any]:
             split,
             ids,
             cfg["baselines"],
-            partial(_score_baselines, ds_dir, ids),
+            partial(score_baselines, ds_dir, ids),
             {row: (method, opts) for row, (method, opts, _) in TRAINED.items()},
             runs,
             cfg["training"],
-            partial(_score_trained, ds_dir, ids),
+            partial(score_trained, ds_dir, ids),
             per_seed,
             lambda vals: {k: float(np.mean([v[k] for v in vals])) for k in METRICS},
         )
     rows = common.summary_rows(per_case, splits, ROWS, METRICS)
-    summary = _summary(per_case, splits)
+    summary = otsu_summary(per_case, splits)
     return {
         "title": "Weak supervision (image-level labels) on PH2",
         "config": cfg,
@@ -176,7 +190,7 @@ def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _summary(per_case: dict[str, Any], splits: dict[str, Any]) -> dict[str, Any]:
+def otsu_summary(per_case: dict[str, Any], splits: dict[str, Any]) -> dict[str, Any]:
     """Per split: images on which each trained row beats luminance Otsu in JA, and the mean JA difference (points)."""
     out: dict[str, Any] = {}
     for split, info in splits.items():
@@ -193,7 +207,7 @@ def _summary(per_case: dict[str, Any], splits: dict[str, Any]) -> dict[str, Any]
 
 def check(record: dict[str, Any]) -> None:
     """The summary is recomputable from the per-image values; pooled values are the means of the per-seed ones."""
-    assert record["summary"] == _summary(record["per_case"], record["splits"])
+    assert record["summary"] == otsu_summary(record["per_case"], record["splits"])
     for split, info in record["splits"].items():
         for row in TRAINED:
             for c in info["cases"]:
@@ -206,7 +220,7 @@ def _cell(s: dict[str, float]) -> str:
     return f"{s['mean']:.1f} +- {s['std']:.1f}"
 
 
-def _row(record: dict[str, Any], method: str, split: str) -> dict[str, Any] | None:
+def row_of(record: dict[str, Any], method: str, split: str) -> dict[str, Any] | None:
     return next((r for r in record["rows"] if r["method"] == method and r["split"] == split), None)
 
 
@@ -216,7 +230,7 @@ def render_table(record: dict[str, Any]) -> list[str]:
     lines = ["| method | split | n | JA | DSC | AC | SE | SP |", "|---|---|---|---|---|---|---|---|"]
     for split in sorted(splits):  # a record read back from JSON has its keys sorted
         for m in ROWS:
-            r = _row(record, m, split)
+            r = row_of(record, m, split)
             if r is None:
                 continue
             cells = " | ".join(_cell(r["metrics"][k]) for k in METRICS)
@@ -281,7 +295,7 @@ def _earlier_looks(record: dict[str, Any]) -> str:
 def headline(record: dict[str, Any]) -> str:
     """One bullet for the overview: default weak method on the untouched test images beside luminance Otsu."""
     split = "test" if "test" in record["splits"] else "dev"
-    cltn, otsu, cam = (_row(record, m, split) for m in ("cltn", "otsu_largest", "cam"))
+    cltn, otsu, cam = (row_of(record, m, split) for m in ("cltn", "otsu_largest", "cam"))
     if cltn is None or otsu is None or cam is None:
         return ""
     info = record["splits"][split]

@@ -170,7 +170,7 @@ def run(ctx: Context) -> dict[str, Any]:
     folds = _folds(ctx, ds_dir, all_ids)
     for i, (fold_dir, test_ids) in enumerate(folds[:1] if ctx.quick else folds):  # quick: fold 0 only
         key = ("cv", cfg["cv"], i, all_ids)
-        how = weak_ph2._train_overrides(SEED, ctx.quick)
+        how = weak_ph2.train_overrides(SEED, ctx.quick)
         runs = {(m, SEED): common.train_step(ctx.work, m, fold_dir, SEED, how, key) for m in ("cam", "cltn")}
         fold_seed: dict[str, Any] = {str(SEED): {}}
         scores = common.score_split(
@@ -178,11 +178,11 @@ def run(ctx: Context) -> dict[str, Any]:
             f"fold{i}",
             test_ids,
             cfg["baselines"],
-            partial(weak_ph2._score_baselines, fold_dir, test_ids),
+            partial(weak_ph2.score_baselines, fold_dir, test_ids),
             {row: (method, opts) for row, (method, opts, _) in weak_ph2.TRAINED.items()},
             runs,
             (cfg["training"], key),
-            partial(weak_ph2._score_trained, fold_dir, test_ids),
+            partial(weak_ph2.score_trained, fold_dir, test_ids),
             fold_seed,
             lambda vals: {k: float(np.mean([v[k] for v in vals])) for k in METRICS},
         )
@@ -222,7 +222,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "per_case": per_case,
         "per_seed": per_seed,
         "folds": fold_info,
-        "summary": weak_ph2._summary(per_case, splits),
+        "summary": weak_ph2.otsu_summary(per_case, splits),
         "prior_looks": prior_looks(),
     }
 
@@ -256,7 +256,7 @@ def render(record: dict[str, Any]) -> str:
 def headline(record: dict[str, Any]) -> str:
     """One bullet: the cross-validated ``cltn`` / ``cam`` over the 70 images beside luminance Otsu."""
     split = "all70" if "all70" in record["splits"] else next(iter(record["splits"]))
-    get = {m: weak_ph2._row(record, m, split) for m in ("cltn", "cam", "otsu_largest")}
+    get = {m: weak_ph2.row_of(record, m, split) for m in ("cltn", "cam", "otsu_largest")}
     if any(v is None for v in get.values()):
         return ""
     ja = {k: v["metrics"]["JA"]["mean"] for k, v in get.items() if v is not None}
