@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from labelwise.methods import available, get_method
 CHILD = Path(__file__).with_name("ddp_child.py")
 # One method per training-step shape runs by default; the others are `slow` (about 30 s each on 2 cores).
 DEFAULT = {"prob-unet", "cps"}
+GLOO_ABORT = "terminate called without an active exception"
 
 
 def _params() -> list[object]:
@@ -41,6 +44,14 @@ def test_method_weights_stay_equal_across_ddp_ranks(name: str, tmp_path: Path) -
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += [str(CHILD), name, str(root), str(tmp_path / "run"), str(report)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0 and GLOO_ABORT in proc.stderr:
+        # A rank aborting in gloo's C++ ("terminate called without an active exception") was seen once in about 30
+        # runs on a loaded 2-core machine (2026-12-04), never quiet; not understood yet (see the issue notes). One
+        # rerun, reported as a warning; a second abort fails.
+        warnings.warn(f"{name}: a DDP rank aborted in gloo; rerunning once", RuntimeWarning, stacklevel=1)
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        report.unlink(missing_ok=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages = json.loads(report.read_text())
     assert stages, "no stage trained"
