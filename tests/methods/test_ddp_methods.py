@@ -45,9 +45,9 @@ def test_method_weights_stay_equal_across_ddp_ranks(name: str, tmp_path: Path) -
     cmd += [str(CHILD), name, str(root), str(tmp_path / "run"), str(report)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0 and GLOO_ABORT in proc.stderr:
-        # A rank aborting in gloo's C++ ("terminate called without an active exception") was seen once in about 30
-        # runs on a loaded 2-core machine (2026-12-04), never quiet; not understood yet (see the issue notes). One
-        # rerun, reported as a warning; a second abort fails.
+        # A rank aborting in gloo's C++ ("terminate called without an active exception") was seen twice in about
+        # 120 runs on a loaded 2-core machine (2026-12-04), both inside pytest, never quiet; not understood yet (see
+        # the issue notes). One rerun, reported as a warning; a second abort fails.
         warnings.warn(f"{name}: a DDP rank aborted in gloo; rerunning once", RuntimeWarning, stacklevel=1)
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
         report.unlink(missing_ok=True)
