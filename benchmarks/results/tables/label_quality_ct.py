@@ -263,14 +263,14 @@ def _score(
 
 def run(ctx: Context) -> dict[str, Any]:
     """Train the sentinel on half the slices, score ``fast`` on the other half with it and the baselines."""
+    from labelwise.data.slices import labelled_slice_indices
+
     cfg = config(ctx.quick)
     structures = cfg["scoring"]["structures"]
     ds = import_once("nifti-partial", ctx.data / SOURCE, ctx.work / "import_totalseg")
     trained = {v: _train(ctx, ds, v) for v in SENTINELS}
     meta = trained["sentinel"][1]
     case, _fast, _ref = _masks(ds)
-    from labelwise.data.slices import labelled_slice_indices
-
     held = set(meta["heldout_slices"][case.id])
     train_slices = [z for z in labelled_slice_indices(case) if z not in held]
     stats = cached_json(
