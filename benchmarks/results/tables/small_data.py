@@ -1,11 +1,14 @@
 """Table ``small_data``: 20 training images, several seeds, the training-free central component beside each method.
 
 Issue 17 item 4. Per seed, a 20-image subset is drawn (seeded, case-level) and split 16 train / 4 val (the val
-cases choose the checkpoint); ``supervised`` and ``mrnet`` are trained on it exactly as ``labelwise train METHOD``
-trains without options on a CPU: the default config and the default time budget (``time_budget="auto"``: no
-schedule was asked for, so the steps are planned to fit :func:`labelwise.engine.budget.default_budget_s` of the 16
-training images; each run's ``schedule.json`` is in the record), and scored with the free baseline on the cases
-outside the subset:
+cases choose the checkpoint); ``supervised`` and ``mrnet`` are trained on it as ``labelwise train METHOD`` trains
+without options on a CPU: the default config, and the schedule the default time budget
+(:func:`labelwise.engine.budget.default_budget_s` of the 16 training images) plans for that training on an idle
+machine. The plans were measured once by the probe (``python -m benchmarks.results.tables.small_data --probe
+--work DIR``: each training is started with the default budget and stopped once its ``schedule.json`` is written)
+and are pinned in :data:`PLANNED`, so a rerun on any machine or load trains the same steps (a budgeted run is
+bit-identical to an unbudgeted run of its planned schedule, ``tests/engine``). The trainings are scored with the
+free baseline on the cases outside the subset:
 
 * **QUBIQ brain growth** (``medical-matting`` import, 7 raters): the subset is drawn from the 31 dev cases (the
   importer's train 25 + val 6); the other 11 dev cases are scored (role dev). The importer's 8 test cases are not
@@ -53,13 +56,57 @@ METHODS = {
     "mrnet": "`mrnet` (default config)",
 }
 TRAINED = ("supervised", "mrnet")
-TIME_BUDGET = "auto"
-"""The full run trains what ``labelwise train`` trains by default (the CPU time budget of the training-set size)."""
-# The step counts of the first full run (2026-12-04, config 73fce82dbe89), kept to render its record.
-STEPS = {
-    "supervised": {"epochs": 5, "steps_per_epoch": 20},
-    "mrnet": {"epochs": 15, "steps_per_epoch": 20},
+PLANNED: dict[str, dict[str, int]] = {
+    "bubil_d4/seed0/mrnet": {"epochs": 50, "steps_per_epoch": 20},
+    "bubil_d4/seed0/supervised": {"epochs": 33, "steps_per_epoch": 100},
+    "bubil_d4/seed1/mrnet": {"epochs": 50, "steps_per_epoch": 20},
+    "bubil_d4/seed1/supervised": {"epochs": 44, "steps_per_epoch": 100},
+    "bubil_d4/seed2/mrnet": {"epochs": 50, "steps_per_epoch": 20},
+    "bubil_d4/seed2/supervised": {"epochs": 39, "steps_per_epoch": 100},
+    "qubiq/seed0/mrnet": {"epochs": 50, "steps_per_epoch": 20},
+    "qubiq/seed0/supervised": {"epochs": 20, "steps_per_epoch": 100},
+    "qubiq/seed1/mrnet": {"epochs": 50, "steps_per_epoch": 20},
+    "qubiq/seed1/supervised": {"epochs": 20, "steps_per_epoch": 100},
+    "qubiq/seed2/mrnet": {"epochs": 50, "steps_per_epoch": 20},
+    "qubiq/seed2/supervised": {"epochs": 20, "steps_per_epoch": 100},
 }
+"""``"<dataset>/seed<k>/<method>"`` -> the ``epochs`` and ``steps_per_epoch`` the default CPU time budget planned for
+that training on an idle machine (:data:`PROBE`); the full run trains exactly these."""
+PROBE: dict[str, Any] = {
+    "command": "python -m benchmarks.results.tables.small_data --probe --work DIR",
+    "date": "2026-12-04 18:48 UTC",
+    "machine": "AMD EPYC, 2 cores, torch 2.13.0+cpu (AVX512, 2 threads), idle",
+    "budget_s": {
+        "bubil_d4/seed0/mrnet": 460,
+        "bubil_d4/seed0/supervised": 460,
+        "bubil_d4/seed1/mrnet": 440,
+        "bubil_d4/seed1/supervised": 440,
+        "bubil_d4/seed2/mrnet": 460,
+        "bubil_d4/seed2/supervised": 460,
+        "qubiq/seed0/mrnet": 440,
+        "qubiq/seed0/supervised": 440,
+        "qubiq/seed1/mrnet": 440,
+        "qubiq/seed1/supervised": 440,
+        "qubiq/seed2/mrnet": 440,
+        "qubiq/seed2/supervised": 440,
+    },
+    "step_seconds": {
+        "bubil_d4/seed0/mrnet": 0.208,
+        "bubil_d4/seed0/supervised": 0.133,
+        "bubil_d4/seed1/mrnet": 0.164,
+        "bubil_d4/seed1/supervised": 0.093,
+        "bubil_d4/seed2/mrnet": 0.177,
+        "bubil_d4/seed2/supervised": 0.113,
+        "qubiq/seed0/mrnet": 0.327,
+        "qubiq/seed0/supervised": 0.207,
+        "qubiq/seed1/mrnet": 0.333,
+        "qubiq/seed1/supervised": 0.211,
+        "qubiq/seed2/mrnet": 0.331,
+        "qubiq/seed2/supervised": 0.210,
+    },
+}
+"""Where :data:`PLANNED` comes from: the probe's command, date and machine, each training's default budget (by its
+number of training images) and measured step time."""
 QUICK_STEPS = {"epochs": 1, "steps_per_epoch": 2}
 QUICK_CASES = 3
 DATASETS = {
@@ -81,11 +128,12 @@ def config() -> dict[str, Any]:
         "methods": METHODS,
         "overrides": {m: _overrides(m, quick=False) for m in TRAINED},
         "schedule": {
-            "time_budget": TIME_BUDGET,
-            "rule": "labelwise.methods.training_config(..., time_budget='auto'), as `labelwise train` without "
-            "options: on a CPU without an asked-for schedule, the steps that fit default_budget_s(train cases)",
-            "budget_s": _budget_s(),
+            "rule": "pinned per training (train.epochs, train.steps_per_epoch; no time budget): the plan of "
+            "`labelwise train METHOD` without options on an idle CPU, i.e. the steps that fit "
+            "default_budget_s(train cases) at the step time measured then (the probe)",
             "default_steps": {m: _default_steps(m) for m in TRAINED},
+            "planned": PLANNED,
+            "probe": PROBE,
         },
         "quick": {"steps": QUICK_STEPS, "seeds": [SEEDS[0]], "cases_per_split": QUICK_CASES},
         "seeds": list(SEEDS),
@@ -124,12 +172,6 @@ def config() -> dict[str, Any]:
     }
 
 
-def _budget_s() -> float:
-    from labelwise.engine.budget import default_budget_s
-
-    return default_budget_s(SUBSET - N_VAL)
-
-
 def _default_steps(method: str) -> int:
     """The method's configured schedule (epochs x steps per epoch) that the time budget shortens."""
     from labelwise.methods import get_method
@@ -138,13 +180,24 @@ def _default_steps(method: str) -> int:
     return int(train.epochs * train.steps_per_epoch)
 
 
-def _overrides(method: str, *, quick: bool, seed: int | str = "<seed>") -> list[str]:
-    """The overrides of a training: the seed's own weights / data order, no progress bar; a quick run's steps.
+def _overrides(method: str, *, quick: bool, seed: int | str = "<seed>", dataset: str = "<dataset>") -> list[str]:
+    """The overrides of a training: its schedule (pinned, :data:`PLANNED`; a quick run's few steps), the seed's own
+    weights / data order, no progress bar."""
+    key = f"{dataset}/seed{seed}/{method}"
+    if quick:
+        steps: dict[str, Any] = QUICK_STEPS
+    elif isinstance(seed, str):  # the config's description of the overrides
+        steps = {"epochs": "<planned>", "steps_per_epoch": "<planned>"}
+    elif key in PLANNED:
+        steps = PLANNED[key]
+    else:
+        raise KeyError(f"no pinned schedule for {key}: run the probe (see the module docstring) and pin its plans")
+    return [*(f"train.{k}={steps[k]}" for k in ("epochs", "steps_per_epoch")), *_probe_overrides(seed)]
 
-    The full run sets no schedule: the default time budget plans it (:data:`TIME_BUDGET`).
-    """
-    out = [f"train.{k}={v}" for k, v in QUICK_STEPS.items()] if quick else []
-    return [*out, f"train.seed={seed}", "train.progress=false"]
+
+def _probe_overrides(seed: int | str) -> list[str]:
+    """What every training sets besides its schedule (the probe starts the trainings with these alone)."""
+    return [f"train.seed={seed}", "train.progress=false"]
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -267,6 +320,25 @@ def _subset_dataset(source: Path, dest: Path, splits: dict[str, str], raters: li
     return dest
 
 
+def _pool(
+    ctx: Context, roots: dict[str, Path], dsname: str
+) -> tuple[list[str], dict[str, str] | None, list[str] | None]:
+    """The ids a dataset's subsets are drawn from, its groups (BU-BIL) and the raters a subset keeps (None: all)."""
+    from labelwise.data import Dataset
+
+    ds = Dataset(roots[dsname])
+    if dsname == "qubiq":
+        return sorted(i for i in ds.ids if ds.record(i).split in ("train", "val")), None, None
+    pool = sorted(ds.ids)
+    # experts only (see _import)
+    return pool, _bubil_groups(ctx.data / "bubil_cells" / "crops.csv", pool), list(ds.rater_ids)
+
+
+def _subset_of(ctx: Context, roots: dict[str, Path], dsname: str, draw: dict[str, str], seed: int, raters: Any) -> Path:
+    """The training dataset of one seed's draw (built once in the work folder)."""
+    return _subset_dataset(roots[dsname], step_dir(ctx.work, f"subset-{dsname}", seed, draw, raters), draw, raters)
+
+
 # ------------------------------------------------------------------------------------------------- scoring
 def _raters(case: Any) -> np.ndarray:
     """The case's rater masks as bool ``(R, *spatial)`` (BU-BIL: the experts; the crowd is not imported)."""
@@ -360,14 +432,7 @@ def run(ctx: Context) -> dict[str, Any]:
     schedules: dict[str, Any] = {}
     for split, (dsname, role, desc) in wanted.items():
         ds = Dataset(roots[dsname])
-        if dsname == "qubiq":
-            pool = sorted(i for i in ds.ids if ds.record(i).split in ("train", "val"))
-            groups = None
-            raters = None
-        else:
-            pool = sorted(ds.ids)
-            groups = _bubil_groups(ctx.data / "bubil_cells" / "crops.csv", pool)
-            raters = list(ds.rater_ids)  # experts only (see _import)
+        pool, groups, raters = _pool(ctx, roots, dsname)
         cases: list[str] = []
         per_case[split] = {m: {} for m in METHODS}
         for seed in seeds:
@@ -382,9 +447,7 @@ def run(ctx: Context) -> dict[str, Any]:
             subsets[f"{dsname}/seed{seed}"] = {
                 k: sorted(i for i, s in draw.items() if s == k) for k in ("train", "val")
             }
-            sub_dir = _subset_dataset(
-                roots[dsname], step_dir(ctx.work, f"subset-{dsname}", seed, draw, raters), draw, raters
-            )
+            sub_dir = _subset_of(ctx, roots, dsname, draw, seed, raters)
             pol = cached_json(
                 step_dir(ctx.work, f"polarity-{dsname}", seed, subset, config()["baseline"]) / "polarity.json",
                 partial(_baseline_polarity, ds, subset),
@@ -398,10 +461,10 @@ def run(ctx: Context) -> dict[str, Any]:
             for cid, v in base.items():
                 per_case[split]["central_component"][f"seed{seed}/{cid}"] = v
             for method in TRAINED:
-                ov = _overrides(method, quick=ctx.quick, seed=seed)
+                ov = _overrides(method, quick=ctx.quick, seed=seed, dataset=dsname)
                 run_dir = step_dir(ctx.work, f"run-{dsname}-{method}", seed, draw, raters, ov) / "run"
-                if not _finished(run_dir):  # a killed training resumes in its run dir (its schedule is recorded)
-                    train(method, sub_dir, run_dir, overrides=ov, time_budget=TIME_BUDGET)
+                if not _finished(run_dir):  # a killed training resumes in its run dir
+                    train(method, sub_dir, run_dir, overrides=ov, time_budget="none")
                 schedules[f"{dsname}/seed{seed}/{method}"] = _schedule(run_dir)
                 score_dir = step_dir(ctx.work, f"scores-{dsname}-{method}", seed, draw, ov, scored, config()["metrics"])
                 sc = cached_json(
@@ -443,6 +506,83 @@ def _finished(run_dir: Path) -> bool:
     return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("status") == "finished"
 
 
+# ------------------------------------------------------------------------------------------------- probe
+PROBE_TIMEOUT_S = 900.0
+
+
+def probe(ctx: Context) -> dict[str, Any]:
+    """The schedule ``labelwise train METHOD`` without options plans for each full-run training on this machine.
+
+    Each training is started as its own ``labelwise train`` process (default config and time budget, the seed's
+    overrides only) and stopped as soon as its ``schedule.json`` is written, before any step is kept. Run it on an
+    idle machine: the plan follows the measured step time. Returns ``{"planned": ..., "measured": ...}`` keyed as
+    :data:`PLANNED`.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    roots = _import(ctx)
+    planned: dict[str, Any] = {}
+    measured: dict[str, Any] = {}
+    for dsname in DATASETS:
+        pool, groups, raters = _pool(ctx, roots, dsname)
+        for seed in SEEDS:
+            draw = _draw(pool, seed, groups)
+            sub_dir = _subset_of(ctx, roots, dsname, draw, seed, raters)
+            for method in TRAINED:
+                key = f"{dsname}/seed{seed}/{method}"
+                out = ctx.work / "probe" / key.replace("/", "-")
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = [sys.executable, "-m", "labelwise.cli", "train", method, "--data", str(sub_dir)]
+                cmd += ["--out", str(out), *(a for o in _probe_overrides(seed) for a in ("--set", o))]
+                proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                plan_path, t0 = out / "schedule.json", time.monotonic()
+                while not plan_path.is_file() and proc.poll() is None and time.monotonic() - t0 < PROBE_TIMEOUT_S:
+                    time.sleep(0.2)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                _, err = proc.communicate()
+                if not plan_path.is_file():
+                    raise RuntimeError(f"{key}: no schedule.json was written ({' '.join(cmd)}): {err.decode()[-2000:]}")
+                plan = json.loads(plan_path.read_text(encoding="utf-8"))
+                planned[key] = {"epochs": int(plan["epochs"]), "steps_per_epoch": int(plan["steps_per_epoch"])}
+                measured[key] = {k: plan[k] for k in ("time_budget_s", "step_seconds", "val_case_seconds") if k in plan}
+                logger.info("%s: %s (%s)", key, planned[key], measured[key])
+                shutil.rmtree(out, ignore_errors=True)
+    return {"planned": planned, "measured": measured}
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.results.tables.small_data --probe --work DIR [--data DIR]``: the plans, as JSON."""
+    import argparse
+    import sys
+    from datetime import datetime, timezone
+
+    from benchmarks.results.run import REPO, machine
+
+    ap = argparse.ArgumentParser(description=_main.__doc__)
+    ap.add_argument("--probe", action="store_true", required=True, help="measure the default plans (idle machine)")
+    ap.add_argument("--work", type=Path, required=True, help="work folder (imports, subsets, the probe's runs)")
+    ap.add_argument("--data", type=Path, help="real data folder (default $LABELWISE_DATA or ../shared/data)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data = args.data or Path(os.environ.get("LABELWISE_DATA") or REPO.parent / "shared" / "data")
+    result = probe(Context(work=args.work.resolve(), data=data.resolve()))
+    result.update(
+        command="python -m benchmarks.results.tables.small_data --probe --work DIR",
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        machine=machine(),
+    )
+    sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
+
+
 # ------------------------------------------------------------------------------------------------ render
 def _cell(row: dict[str, Any] | None, metric: str) -> str:
     if row is None or metric not in row["metrics"]:
@@ -460,42 +600,33 @@ def _split_order(record: dict[str, Any]) -> list[str]:
     return sorted(record["splits"], key=lambda k: (record["splits"][k]["role"] != "test", k))
 
 
+def _span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if lo == hi else f"{format(lo, fmt)}-{format(hi, fmt)}"
+
+
 def _steps(record: dict[str, Any], method: str) -> str:
     """How many steps ``method`` trained, as the text under the table says it."""
-    cfg = record["config"]
-    if "steps" in cfg:  # the first full run: fixed step counts
-        st = cfg["steps"][method]
-        if record.get("quick"):
-            q = cfg["quick"]["steps"]
-            return f"{q['epochs'] * q['steps_per_epoch']} steps in this quick run; full run {st['used']}"
-        return f"{st['used']} steps ({st['epochs']} x {st['steps_per_epoch']}; default {st['default']})"
-    default = cfg["schedule"]["default_steps"][method]
+    cfg = record["config"]["schedule"]
+    default = cfg["default_steps"][method]
     if record.get("quick"):
-        q = cfg["quick"]["steps"]
+        q = record["config"]["quick"]["steps"]
         return f"{q['epochs'] * q['steps_per_epoch']} steps in this quick run; configured {default}"
-    steps = [
-        sum(stage["steps"] for stage in plan.values())
-        for key, plan in record["summary"]["schedules"].items()
-        if key.endswith(f"/{method}")
-    ]
-    lo, hi = (min(steps), max(steps)) if steps else (0, 0)
-    return f"{lo}-{hi} steps planned per training (configured {default})"
+    steps = [p["epochs"] * p["steps_per_epoch"] for k, p in cfg["planned"].items() if k.endswith(f"/{method}")]
+    return f"{_span(steps, 'd')} steps per training (configured {default})"
 
 
 def _schedule_text(record: dict[str, Any]) -> str:
     """The sentence on how the methods were trained."""
     sup, mr = _steps(record, "supervised"), _steps(record, "mrnet")
-    if "steps" in record["config"]:
-        return (
-            "`supervised` and `mrnet` train on it with their default configs except the step count, cut to the CPU "
-            f"budget of this table (`supervised` {sup}, `mrnet` {mr}), "
-        )
-    budget = record["config"]["schedule"]["budget_s"]
+    probe = record["config"]["schedule"]["probe"]
+    budget = _span([b / 60 for b in probe["budget_s"].values()], ".1f")
     return (
-        "`supervised` and `mrnet` train on it exactly as `labelwise train METHOD` does without options on this CPU: "
-        f"default config, and the default time budget of 16 training images ({budget / 60:.1f} min per training; "
-        "the step time is measured once at the start and the schedule shortened to fit, so the step count "
-        f"depends on the machine's load: `supervised` {sup}, `mrnet` {mr}; each run's plan is in the record), "
+        "`supervised` and `mrnet` train on it as `labelwise train METHOD` does without options on this 2-core CPU: "
+        f"default config, and the schedule the default time budget ({budget} min for the subset's training "
+        "images) planned for each training on the idle machine, measured once by the probe "
+        f"(`{probe['command']}`, {probe['date']}) and pinned in the table's config, so a rerun trains the same steps "
+        f"on any machine: `supervised` {sup}, `mrnet` {mr}; "
     )
 
 
@@ -567,7 +698,7 @@ def headline(record: dict[str, Any]) -> str:
     return (
         "- **Small data (20 training images)**: Dice vs rater majority / soft Dice, %, "
         f"{len(record['seeds'])} seed(s), "
-        + ("short CPU schedules" if "steps" in record["config"] else "`labelwise train`'s default CPU time budget")
+        + "`labelwise train`'s default CPU schedules (planned on an idle 2-core machine, pinned)"
         + ": "
         + "; ".join(parts)
         + "."
@@ -575,13 +706,18 @@ def headline(record: dict[str, Any]) -> str:
 
 
 def check(record: dict[str, Any]) -> None:
-    """Every method is scored on the same (seed, case) pairs; the baseline polarity is the subset's better one."""
+    """Every method is scored on the same (seed, case) pairs; the baseline polarity is the subset's better one; every
+    training of a full run trained its pinned schedule."""
     for split, info in record["splits"].items():
         for method in METHODS:
             assert set(record["per_case"][split][method]) == set(info["cases"]), (split, method)
     for key, pol in record["summary"]["baseline_polarity"].items():
         best = max(pol["subset_dice"], key=lambda p: (pol["subset_dice"][p], p == "bright"))
         assert pol["polarity"] == best, key
+    if not record.get("quick"):  # every training ran its pinned schedule
+        planned = record["config"]["schedule"]["planned"]
+        for key, plan in record["summary"]["schedules"].items():
+            assert plan["train"]["steps"] == planned[key]["epochs"] * planned[key]["steps_per_epoch"], key
     for row in record["rows"]:
         cases = record["splits"][row["split"]]["cases"]
         vals = [record["per_case"][row["split"]][row["method"]][c]["dice"] for c in cases]
