@@ -25,6 +25,7 @@ from benchmarks.results.run import (
     blocks,
     config_hash,
     headlines,
+    previous_record,
     render_into,
 )
 from benchmarks.results.tables import TABLES, UNREGISTERED, get
@@ -201,3 +202,14 @@ def test_quality_helpers_on_known_answers() -> None:
     m = quality_metrics(vals, predicts_dice=True)
     assert m["pearson"] is None and m["n_bad"] == 3 and m["mae"] == pytest.approx(sum(abs(0.9 - t) for t in true) / 10)
     assert quality_metrics(vals, predicts_dice=False)["mae"] is None
+
+
+def test_a_full_run_into_a_scratch_folder_continues_the_committed_looks(tmp_path: Path) -> None:
+    committed, scratch = tmp_path / "committed", tmp_path / "scratch"
+    committed.mkdir()
+    scratch.mkdir()
+    (committed / "t.json").write_text(json.dumps({"looks": {"log": [{"config_hash": "a"}]}}), encoding="utf-8")
+    assert previous_record("t", scratch, quick=False, records=committed) == {"looks": {"log": [{"config_hash": "a"}]}}
+    assert previous_record("t", scratch, quick=True, records=committed) is None  # a quick run never reads docs/
+    (scratch / "t.json").write_text(json.dumps({"looks": {"log": []}}), encoding="utf-8")
+    assert previous_record("t", scratch, quick=False, records=committed) == {"looks": {"log": []}}

@@ -110,6 +110,15 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def previous_record(name: str, out: Path, *, quick: bool, records: Path = REPO / "docs" / "results") -> Any:
+    """The record whose looks log a new run of ``name`` continues: the one in ``out``, else (a full run whose
+    ``--out`` holds none, e.g. a run into a scratch folder) the committed record in ``records``; None if neither."""
+    for path in (out / f"{name}.json", *(() if quick else (records / f"{name}.json",))):
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
 def _looks(body: dict[str, Any], previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
     if previous is not None:
         log = list(previous["looks"]["log"])
@@ -178,7 +187,7 @@ def run_table(name: str, ctx: Context, out: Path, docs: Path, argv: list[str]) -
     cfg_hash = config_hash(body["config"])
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     path = out / f"{name}.json"
-    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    previous = previous_record(name, out, quick=ctx.quick)
     entry = {
         "date": date,
         "git_commit": commit,
