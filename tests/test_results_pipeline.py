@@ -213,3 +213,17 @@ def test_a_full_run_into_a_scratch_folder_continues_the_committed_looks(tmp_path
     assert previous_record("t", scratch, quick=True, records=committed) is None  # a quick run never reads docs/
     (scratch / "t.json").write_text(json.dumps({"looks": {"log": []}}), encoding="utf-8")
     assert previous_record("t", scratch, quick=False, records=committed) == {"looks": {"log": []}}
+
+
+def test_small_data_probe_reads_the_default_plan_and_keeps_nothing(real_data: Path, tmp_path: Path) -> None:
+    """The probe starts `labelwise train` with the default budget and stops it at its plan: no weights are kept."""
+    from benchmarks.results.tables import Context
+    from benchmarks.results.tables import small_data as sd
+
+    out = sd.probe(Context(work=tmp_path, data=real_data), datasets=("qubiq",), seeds=(0,))
+    assert set(out["planned"]) == {f"qubiq/seed0/{m}" for m in sd.TRAINED}
+    for key, plan in out["planned"].items():
+        method = key.rsplit("/", 1)[1]
+        assert 1 <= plan["epochs"] * plan["steps_per_epoch"] <= sd._default_steps(method)
+        assert out["measured"][key]["time_budget_s"] > 0 and out["measured"][key]["step_seconds"] > 0
+    assert not list((tmp_path / "probe").rglob("*.safetensors"))

@@ -1,10 +1,10 @@
 """Table ``small_data``: 20 training images, several seeds, the training-free central component beside each method.
 
-Issue 17 item 4. Per seed, a 20-image subset is drawn (seeded, case-level) and split 16 train / 4 val (the val
-cases choose the checkpoint); ``supervised`` and ``mrnet`` are trained on it as ``labelwise train METHOD`` trains
-without options on a CPU: the default config, and the schedule the default time budget
-(:func:`labelwise.engine.budget.default_budget_s` of the 16 training images) plans for that training on an idle
-machine. The plans were measured once by the probe (``python -m benchmarks.results.tables.small_data --probe
+Issue 17 item 4. Per seed, a 20-image subset is drawn (seeded, case-level) and split 16 train / 4 val (the val cases
+choose the checkpoint); ``supervised`` and ``mrnet`` are trained on it as ``labelwise train METHOD`` trains without
+options on a CPU: the default config, and the schedule the default time budget
+(:func:`labelwise.engine.budget.default_budget_s` of the subset's 16-17 training images) plans for that training on
+an idle machine. The plans were measured once by the probe (``python -m benchmarks.results.tables.small_data --probe
 --work DIR``: each training is started with the default budget and stopped once its ``schedule.json`` is written)
 and are pinned in :data:`PLANNED`, so a rerun on any machine or load trains the same steps (a budgeted run is
 bit-identical to an unbudgeted run of its planned schedule, ``tests/engine``). The trainings are scored with the
@@ -510,13 +510,13 @@ def _finished(run_dir: Path) -> bool:
 PROBE_TIMEOUT_S = 900.0
 
 
-def probe(ctx: Context) -> dict[str, Any]:
+def probe(ctx: Context, datasets: tuple[str, ...] = tuple(DATASETS), seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]:
     """The schedule ``labelwise train METHOD`` without options plans for each full-run training on this machine.
 
     Each training is started as its own ``labelwise train`` process (default config and time budget, the seed's
-    overrides only) and stopped as soon as its ``schedule.json`` is written, before any step is kept. Run it on an
-    idle machine: the plan follows the measured step time. Returns ``{"planned": ..., "measured": ...}`` keyed as
-    :data:`PLANNED`.
+    overrides only) and stopped as soon as its ``schedule.json`` is written, before any step is kept. Run it on
+    an idle machine: the plan follows the measured step time. ``datasets`` / ``seeds`` narrow it (tests). Returns
+    ``{"planned": ..., "measured": ...}`` keyed as :data:`PLANNED`.
     """
     import signal
     import subprocess
@@ -526,9 +526,9 @@ def probe(ctx: Context) -> dict[str, Any]:
     roots = _import(ctx)
     planned: dict[str, Any] = {}
     measured: dict[str, Any] = {}
-    for dsname in DATASETS:
+    for dsname in datasets:
         pool, groups, raters = _pool(ctx, roots, dsname)
-        for seed in SEEDS:
+        for seed in seeds:
             draw = _draw(pool, seed, groups)
             sub_dir = _subset_of(ctx, roots, dsname, draw, seed, raters)
             for method in TRAINED:
