@@ -72,6 +72,24 @@ def test_resumed_budgeted_run_keeps_its_schedule(tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_a_budget_that_leaves_a_small_part_of_the_schedule_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 400 steps of >= 20 ms cannot fit 0.5 s: at most ~25 planned, under 10 % of the configured schedule
+    cfg = _cfg(epochs=1, steps_per_epoch=400, time_budget_s=0.5)
+    with caplog.at_level("WARNING", logger="labelwise.plan"):
+        res = Trainer(SlowRegression(0.02), cfg, tmp_path / "starved", Source()).fit()
+    assert res.steps < 40
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and f"only {res.steps} of the configured 400 steps" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="labelwise.plan"):  # a plan that keeps most of the schedule: silent
+        Trainer(
+            SlowRegression(0.0), _cfg(epochs=1, steps_per_epoch=5, time_budget_s=60), tmp_path / "ok", Source()
+        ).fit()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_no_budget_means_no_probe_and_the_full_schedule(tmp_path: Path) -> None:
     res = Trainer(Regression(), _cfg(), tmp_path, Source()).fit()
     plan = json.loads((tmp_path / "schedule.json").read_text())

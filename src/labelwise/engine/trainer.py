@@ -41,6 +41,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from torch import nn
 
 from labelwise.data import Case
 from labelwise.engine.allocator import tune_allocator
-from labelwise.engine.budget import plan_schedule
+from labelwise.engine.budget import plan_schedule, starved_plan_warning
 from labelwise.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from labelwise.engine.config import TrainConfig
 from labelwise.engine.data import SampleSource, epoch_loader
@@ -393,6 +394,11 @@ class Trainer:
                 if self.epochs * self.steps_per_epoch == cfg.epochs * cfg.steps_per_epoch
                 else f" (the configured {cfg.epochs * cfg.steps_per_epoch} would not fit)",
             )
+            warning = starved_plan_warning(
+                self.epochs * self.steps_per_epoch, cfg.epochs * cfg.steps_per_epoch, _load_average(), os.cpu_count()
+            )
+            if warning is not None and self.dist.is_main:
+                plan_logger.warning("%s: %s", self.work_dir, warning)
         info.update(epochs=self.epochs, steps_per_epoch=self.steps_per_epoch)
         return info
 
@@ -562,3 +568,11 @@ class Trainer:
         result.steps = int(state["step"])
         result.seconds = time.perf_counter() - t0
         return result
+
+
+def _load_average() -> float | None:
+    """The 1-min load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
